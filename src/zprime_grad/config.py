@@ -1,0 +1,134 @@
+"""The analysis configuration: one YAML file, parsed into typed, frozen models.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt or unknown field is an error
+that names the field and the file, never a silently ignored setting (the reference analysis lost its
+``processor`` key that way). Sections belong to the stage that reads them; a stage never reads another
+stage's section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "zprime.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- generate
+class SampleConfig(Strict):
+    """One generated Monte Carlo sample (a coffea dataset)."""
+
+    kind: Literal["zprime", "ttbar", "wjets", "single_top"]
+    process: str | None = Field(None, description="process name in the fit; defaults to the sample name")
+    xsec_pb: float | None = Field(
+        None,
+        gt=0,
+        description="cross section before the forced decays in pb; None: Pythia's own sigma x k_factor",
+    )
+    k_factor: float = Field(1.0, gt=0)
+    mass: float = Field(2000.0, gt=0, description="Z' pole mass in GeV (kind=zprime)")
+    width: float = Field(20.0, gt=0, description="Z' total width in GeV (kind=zprime)")
+    pthat_min: float = Field(0.0, ge=0, description="PhaseSpace:pTHatMin in GeV")
+    bias_pow: float = Field(0.0, ge=0, description="PhaseSpace:bias2SelectionPow; 0 switches biasing off")
+    bias_ref: float = Field(100.0, gt=0, description="PhaseSpace:bias2SelectionRef in GeV")
+    events: int | None = Field(None, gt=0, description="events for this sample; overrides generate.events")
+
+
+class PseudoDataConfig(Strict):
+    """Pseudo-data: a Poisson realisation of the MC prediction at the configured luminosity."""
+
+    enabled: bool = True
+    signal_strength: float = Field(0.0, ge=0, description="injected mu for the signal samples")
+    stream_filter: bool = Field(
+        True,
+        description="keep only events a muon trigger fired with a fat jet above fatjet_pt_min, as a real skim",
+    )
+    fatjet_pt_min: float = Field(170.0, ge=0)
+
+
+class GenerateConfig(Strict):
+    out: str = "data/generated"
+    events: int = Field(10000, gt=0, description="events per MC sample")
+    events_per_file: int = Field(5000, gt=0)
+    batch_size: int = Field(500, gt=0, description="events per Pythia nextBatch call")
+    seed: int = Field(42, ge=0)
+    workers: int = Field(2, gt=0)
+    sqrt_s: float = Field(13000.0, gt=0)
+    underlying_event: bool = Field(
+        False, description="Pythia multiparton interactions; 5x slower, see generate/pythia.py"
+    )
+    samples: dict[str, SampleConfig]
+    data: PseudoDataConfig = PseudoDataConfig()
+
+    @model_validator(mode="after")
+    def _signal_present(self) -> "GenerateConfig":
+        if not self.samples:
+            raise ValueError("at least one sample is required")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- root
+class AnalysisConfig(Strict):
+    name: str = "zprime_ttbar"
+    processor: str = Field("zprime_ttbar", description="entry point in the zprime_grad.processors group")
+    lumi_pb: float = Field(16400.0, gt=0, description="integrated luminosity in pb^-1")
+    lumi_uncertainty: float = Field(0.025, ge=0)
+
+
+class Config(Strict):
+    analysis: AnalysisConfig = AnalysisConfig()
+    generate: GenerateConfig
+
+    source: str | None = Field(None, exclude=True, description="the file this config was read from")
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of the named sections: what a cached stage output is keyed by."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown field '{field}'")
+        else:
+            lines.append(f"{path}: field '{field}': {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a YAML config; ``None`` means the packaged default ``configs/zprime.yaml``."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return parse_config(data, str(path))
