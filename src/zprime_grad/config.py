@@ -42,9 +42,10 @@ class SampleConfig(Strict):
     mass: float = Field(2000.0, gt=0, description="Z' pole mass in GeV (kind=zprime)")
     width: float = Field(20.0, gt=0, description="Z' total width in GeV (kind=zprime)")
     pthat_min: float = Field(0.0, ge=0, description="PhaseSpace:pTHatMin in GeV")
+    pthat_max: float | None = Field(None, gt=0, description="PhaseSpace:pTHatMax in GeV (a slice)")
     bias_pow: float = Field(0.0, ge=0, description="PhaseSpace:bias2SelectionPow; 0 switches biasing off")
     bias_ref: float = Field(100.0, gt=0, description="PhaseSpace:bias2SelectionRef in GeV")
-    events: int | None = Field(None, gt=0, description="events for this sample; overrides generate.events")
+    events_scale: float = Field(1.0, gt=0, description="this sample generates events_scale x generate.events")
 
 
 class PseudoDataConfig(Strict):
@@ -53,10 +54,10 @@ class PseudoDataConfig(Strict):
     enabled: bool = True
     signal_strength: float = Field(0.0, ge=0, description="injected mu for the signal samples")
     stream_filter: bool = Field(
-        True,
-        description="keep only events a muon trigger fired with a fat jet above fatjet_pt_min, as a real skim",
+        True, description="keep only triggered events with a muon and a fat jet above the thresholds (a skim)"
     )
-    fatjet_pt_min: float = Field(170.0, ge=0)
+    muon_pt_min: float = Field(50.0, ge=0)
+    fatjet_pt_min: float = Field(200.0, ge=0)
 
 
 class GenerateConfig(Strict):
@@ -74,9 +75,28 @@ class GenerateConfig(Strict):
     data: PseudoDataConfig = PseudoDataConfig()
 
     @model_validator(mode="after")
-    def _signal_present(self) -> "GenerateConfig":
+    def _slices_tile_phase_space(self) -> "GenerateConfig":
+        """Samples of one process are pT-hat slices sharing its cross section: they must tile [min, inf)."""
         if not self.samples:
             raise ValueError("at least one sample is required")
+        by_process: dict[str, list[tuple[str, SampleConfig]]] = {}
+        for name, sample in self.samples.items():
+            by_process.setdefault(sample.process or name, []).append((name, sample))
+        for process, slices in by_process.items():
+            if len(slices) == 1:
+                continue
+            names = [n for n, _ in slices]
+            if len({(s.kind, s.xsec_pb, s.k_factor) for _, s in slices}) != 1:
+                raise ValueError(f"slices {names} of process {process!r} need the same kind, xsec_pb, k_factor")
+            ordered = sorted(slices, key=lambda item: item[1].pthat_min)
+            for (lo_name, lo), (hi_name, hi) in zip(ordered, ordered[1:]):
+                if lo.pthat_max != hi.pthat_min:
+                    raise ValueError(
+                        f"slices {lo_name!r} (pthat_max={lo.pthat_max}) and {hi_name!r} "
+                        f"(pthat_min={hi.pthat_min}) of process {process!r} must meet"
+                    )
+            if ordered[-1][1].pthat_max is not None:
+                raise ValueError(f"the last slice of process {process!r} must have no pthat_max")
         return self
 
 

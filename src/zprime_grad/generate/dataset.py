@@ -1,0 +1,148 @@
+"""The default dataset: plan the files, generate them in worker processes, write ``fileset.json``.
+
+``fileset.json`` is coffea's fileset format. Each dataset's metadata carries what the skim needs to
+normalise it: ``xsec`` (pb, forced-decay branching fractions and k-factor included), ``sumw``
+(Σ genWeight over all its files), ``nevents``, ``process``, ``variation``, ``is_data``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from tqdm import tqdm
+
+from zprime_grad.config import Config
+from zprime_grad.generate.production import FileJob, cached_summary, generate_file
+
+log = logging.getLogger(__name__)
+
+
+def plan(config: Config, out: Path, events: int, seed: int) -> list[FileJob]:
+    gen = config.generate
+    jobs = []
+    for name, sample in gen.samples.items():
+        total = max(1, round(events * sample.events_scale))
+        n_files = math.ceil(total / gen.events_per_file)
+        for index in range(n_files):
+            n = min(gen.events_per_file, total - index * gen.events_per_file)
+            jobs.append(FileJob(name, sample, index, n, seed, gen.sqrt_s, gen.underlying_event, gen.batch_size, str(out)))
+    return jobs
+
+
+def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
+    todo = [j for j in jobs if cached_summary(j) is None]
+    done = {j: cached_summary(j) for j in jobs if j not in todo}
+    if done:
+        log.info("generate: %d of %d files already exist for these settings", len(done), len(jobs))
+    if not todo:
+        return [done[j] for j in jobs]
+    total = sum(j.n_events for j in todo)
+    log.info("generate: %d events in %d files on %d worker(s)", total, len(todo), workers)
+    # spawn: the parent may have started threads (jax, dask) that a fork would copy half-initialised
+    context = multiprocessing.get_context("spawn")
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        queue = manager.Queue()
+        pending = {pool.submit(generate_file, job, queue): job for job in sorted(todo, key=lambda j: -j.n_events)}
+        bar = tqdm(total=total, unit="ev", desc="generate", disable=not progress, mininterval=1.0)
+        while pending:
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                bar.update(queue.get()[1])
+            for future in finished:
+                job = pending.pop(future)
+                done[job] = future.result()  # a worker error propagates here, naming nothing half-written
+                log.info("generate: wrote %s (%d events, %.1f s)", job.path.name, job.n_events, done[job]["seconds"])
+        bar.close()
+    return [done[j] for j in jobs]
+
+
+def effective_xsec(config: Config, summaries: list[dict]) -> dict[str, float]:
+    """Cross section (pb) per sample. Slices of one process split its xsec by Pythia's σ ratio."""
+    sigma: dict[str, list[tuple[float, int]]] = {}
+    for s in summaries:
+        sigma.setdefault(s["sample"], []).append((s["sigma_gen_pb"], s["nevents"]))
+    # Pythia's σ estimate per sample, combining files by their event counts
+    sigma_gen = {k: sum(x * n for x, n in v) / sum(n for _, n in v) for k, v in sigma.items()}
+    fixed = {s["sample"]: s["xsec_pb"] for s in summaries}
+    groups: dict[str, list[str]] = {}
+    for name, sample in config.generate.samples.items():
+        groups.setdefault(sample.process or name, []).append(name)
+    xsec = {}
+    for members in groups.values():
+        total_gen = sum(sigma_gen[m] for m in members)
+        for m in members:
+            k = config.generate.samples[m].k_factor
+            share = sigma_gen[m] / total_gen
+            xsec[m] = k * (fixed[m] * share if fixed[m] is not None else sigma_gen[m])
+    return xsec
+
+
+def mc_fileset(config: Config, jobs: list[FileJob], summaries: list[dict]) -> dict:
+    xsec = effective_xsec(config, summaries)
+    fileset: dict = {}
+    for job, summary in zip(jobs, summaries):
+        entry = fileset.setdefault(job.sample, {"files": {}, "metadata": {
+            "sample": job.sample,
+            "process": job.config.process or job.sample,
+            "variation": "nominal",
+            "is_data": False,
+            "xsec": xsec[job.sample],
+            "sumw": 0.0,
+            "sumw2": 0.0,
+            "nevents": 0,
+        }})
+        entry["files"][str(job.path.resolve())] = "Events"
+        meta = entry["metadata"]
+        meta["sumw"] += summary["sumw"]
+        meta["sumw2"] += summary["sumw2"]
+        meta["nevents"] += summary["nevents"]
+    return fileset
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def generate_dataset(
+    config: Config,
+    out: str | Path | None = None,
+    *,
+    events: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate (or reuse) every sample and the pseudo-data; return the path of ``fileset.json``."""
+    from zprime_grad.generate.pseudodata import make_pseudodata
+
+    gen = config.generate
+    out = Path(out if out is not None else gen.out)
+    out.mkdir(parents=True, exist_ok=True)
+    events = events if events is not None else gen.events
+    seed = seed if seed is not None else gen.seed
+    jobs = plan(config, out, events, seed)
+    start = time.perf_counter()
+    summaries = _run_jobs(jobs, workers or gen.workers, progress)
+    fileset = mc_fileset(config, jobs, summaries)
+    if gen.data.enabled:
+        fileset["data"] = make_pseudodata(config, fileset, out, seed)
+    path = out / "fileset.json"
+    write_json(path, fileset)
+    write_json(out / "generate.json", {
+        "events": events,
+        "seed": seed,
+        "wall_seconds": time.perf_counter() - start,
+        "files": summaries,
+        "datasets": {k: v["metadata"] for k, v in fileset.items()},
+    })
+    log.info("generate: %s (%d datasets, %d files)", path, len(fileset), sum(len(v["files"]) for v in fileset.values()))
+    return path

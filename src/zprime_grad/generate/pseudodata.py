@@ -1,0 +1,107 @@
+"""Pseudo-data: one Poisson realisation of the MC prediction at the configured luminosity.
+
+Every MC event i stands for λ_i = xsec·lumi·genWeight_i/Σ genWeight expected data events (×μ for
+signal). It enters the pseudo-data k_i ~ Poisson(λ_i) times. A sum of independent Poisson counts is
+Poisson, so the count in any bin of any observable is exactly Poisson with mean equal to the MC
+prediction, whatever the binning. Where the MC has fewer events than the data would (λ_i > 1) an
+event can appear more than once; each copy gets its own event number. As in a real primary dataset,
+only events a muon trigger fired are kept, and (``stream_filter``, a data skim) only those with a muon
+above ``muon_pt_min`` and a fat jet above ``fatjet_pt_min``. Both thresholds must stay looser than the
+processor's baseline (a 55 GeV muon, a 200 GeV fat jet), so nothing the analysis selects is lost.
+Data files carry no ``genWeight`` and no ``GenPart``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from zprime_grad.config import Config
+from zprime_grad.generate import nanoaod
+from zprime_grad.generate.production import GENERATOR_VERSION
+
+MC_ONLY = ("genWeight", "GenPart")
+SIGNAL_KINDS = ("zprime",)
+
+
+def _read(files: dict[str, str]) -> dict:
+    arrays = []
+    for path, tree in files.items():
+        with uproot.open(path) as f:
+            arrays.append(f[tree].arrays(how="zip"))
+    events = ak.concatenate(arrays)
+    return {name: events[name] for name in events.fields}
+
+
+def _stream_filter(events: dict, cfg) -> np.ndarray:
+    fired = np.asarray(events["HLT_Mu50"] | events["HLT_TkMu50"] | events["HLT_IsoMu24"])
+    if not cfg.stream_filter:
+        return fired
+    muon = ak.any(events["Muon"].pt > cfg.muon_pt_min, axis=1)
+    fat_jet = ak.any(events["FatJet"].pt > cfg.fatjet_pt_min, axis=1)
+    return fired & np.asarray(muon & fat_jet)
+
+
+def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
+    """Write the pseudo-data files for the MC datasets in ``mc``; return its fileset entry."""
+    cfg = config.generate.data
+    lumi = config.analysis.lumi_pb
+    key_payload = {
+        "mc": {k: sorted(v["files"]) for k, v in mc.items()},
+        "data": cfg.model_dump(mode="json"), "lumi": lumi, "seed": seed, "version": GENERATOR_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:10]
+    directory = out / "data"
+    summary_path = directory / f"data_{key}.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
+    picked = []
+    for name in sorted(mc):
+        meta = mc[name]["metadata"]
+        is_signal = config.generate.samples[name].kind in SIGNAL_KINDS
+        mu = cfg.signal_strength if is_signal else 1.0
+        if mu == 0:
+            continue
+        events = _read(mc[name]["files"])
+        lam = mu * meta["xsec"] * lumi * np.asarray(events["genWeight"], np.float64) / meta["sumw"]
+        copies = rng.poisson(np.clip(lam, 0.0, None)) * _stream_filter(events, cfg)
+        rows = np.repeat(np.arange(len(lam)), copies)
+        picked.append({k: v[rows] for k, v in events.items() if k not in MC_ONLY})
+    merged = {k: (ak.concatenate if isinstance(v, ak.Array) else np.concatenate)([p[k] for p in picked])
+              for k, v in picked[0].items()}
+    n = len(merged["event"])
+    order = rng.permutation(n)  # processes interleaved, as in a real run
+    merged = {k: v[order] for k, v in merged.items()}
+    merged["event"] = np.arange(n, dtype=np.uint64)
+    merged["luminosityBlock"] = (1 + np.arange(n) // 1000).astype(np.uint32)
+    merged["run"] = np.ones(n, np.uint32)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    per_file = config.generate.events_per_file * 4
+    files = {}
+    for index, lo in enumerate(range(0, max(n, 1), per_file)):
+        chunk = {k: (np.asarray(v[lo:lo + per_file]) if not isinstance(v, ak.Array) else v[lo:lo + per_file])
+                 for k, v in merged.items()}
+        chunk = {k: (v.to_numpy() if isinstance(v, ak.Array) and v.ndim == 1 and not v.fields else v)
+                 for k, v in chunk.items()}
+        path = directory / f"data_{index:03d}_{key}.root"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        nanoaod.write(tmp, chunk, {"run": np.ones(1, np.uint32)})
+        os.replace(tmp, path)
+        files[str(path.resolve())] = "Events"
+    entry = {"files": files, "metadata": {
+        "sample": "data", "process": "data", "variation": "nominal", "is_data": True,
+        "lumi_pb": lumi, "nevents": int(n), "signal_strength": cfg.signal_strength,
+    }}
+    tmp = summary_path.with_name(f".{summary_path.name}.tmp")
+    tmp.write_text(json.dumps(entry, indent=1))
+    os.replace(tmp, summary_path)
+    return entry
