@@ -1,0 +1,215 @@
+"""Z'→tt̄ in the muon + jets channel with a boosted hadronic top: the skim into JAX-ready columns.
+
+Objects (CMS 2016-legacy style, as the reference analysis):
+- muon: pT > 55 GeV, |η| < 2.4, tight ID, mini-isolation medium (``miniIsoId >= 2``; where only
+  ``miniPFRelIso_all`` exists, its definition ``< 0.20``). Mini-isolation rather than a fixed cone,
+  because the muon of a boosted top sits close to its b jet.
+- AK4 jets: tight jet ID, pT > 30 GeV, |η| < 2.4, ΔR(jet, muon) > 0.4.
+- AK8 jets: pT > 200 GeV, |η| < 2.4 (the top-tag and top-pT cuts are optimisable, so they stay soft).
+- MET: PuppiMET where present, else MET.
+
+Skim baseline (loose, fixed): a muon trigger, exactly one muon, ≥ 2 jets, ≥ 1 fat jet. An event is
+kept if it passes in the nominal or in any JES/JER variation; ``baseline`` records the nominal pass.
+
+Channels (mutually exclusive), all at θ₀ = the reference analysis:
+- ``signal``: MET, muon pT + MET, ≥ 1 b tag, exactly 1 top-tagged fat jet (score and pT cut);
+- ``ttbar_cr``: the same but no top-tagged fat jet;
+- ``wjets_cr``: MET, muon pT + MET, no b tag.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+from coffea import processor
+
+from zprime_grad.columns import DEFAULT_BUCKETS, file_sumw, make_chunk, mc_weight, pad_objects, parity
+from zprime_grad.errors import UserError
+from zprime_grad.selection import Channel, CountCut, Cut, initial_params, parameters
+from zprime_grad_processors import zprime_reco as reco
+from zprime_grad_processors import zprime_systematics as syst
+from zprime_grad_processors.nanoaod_branches import branch_names, resolve
+
+MUON_PT, MUON_ETA, MUON_MINI_ISO_ID, MUON_MINI_ISO = 55.0, 2.4, 2, 0.20
+JET_PT, JET_ETA, JET_ID_TIGHT, JET_MUON_DR = 30.0, 2.4, 2, 0.4
+FATJET_PT, FATJET_ETA = 200.0, 2.4
+BTAG_MEDIUM = 0.6321  # DeepCSV medium: b-tag scale factors and the leptonic b-jet choice
+TOPTAG_LOOSE = 0.5  # ParticleNet TvsQCD loose: the hadronic-top choice in m_tt
+JET_SLOTS, FATJET_SLOTS = 8, 4
+
+# ------------------------------------------------------------- optimisable cuts, declared once
+MET_CUT = Cut("met", "met_pt", ">", "met_threshold", 50.0, (20.0, 250.0), 50.0)
+LEP_HT_CUT = Cut("lep_ht", "lep_ht", ">", "lep_ht_threshold", 150.0, (60.0, 500.0), 100.0)
+BTAG = Cut("btag", "jet_btag", ">", "btag_threshold", 0.5, (0.05, 0.95), 1.0)
+TOPTAG = Cut("toptag", "fatjet_top_score", ">", "toptag_threshold", 0.5, (0.05, 0.95), 1.0)
+TOP_PT = Cut("top_pt", "fatjet_pt", ">", "top_pt_threshold", 500.0, (200.0, 1200.0), 100.0)
+
+
+def b_tagged_jets(**n) -> CountCut:
+    return CountCut("n_btag", "jet_mask", (BTAG,), **n)
+
+
+def top_tagged_fatjets(**n) -> CountCut:
+    return CountCut("n_toptag", "fatjet_mask", (TOPTAG, TOP_PT), **n)
+
+
+CHANNELS = (
+    Channel("signal", (MET_CUT, LEP_HT_CUT, b_tagged_jets(at_least=1), top_tagged_fatjets(at_least=1, at_most=1))),
+    Channel("ttbar_cr", (MET_CUT, LEP_HT_CUT, b_tagged_jets(at_least=1), top_tagged_fatjets(at_most=0))),
+    Channel("wjets_cr", (MET_CUT, LEP_HT_CUT, b_tagged_jets(at_most=0))),
+)
+
+
+def _delta_r(eta, phi, eta0, phi0):
+    """ΔR between a jagged collection and one object per event (flat arrays broadcast per event)."""
+    dphi = (phi - phi0 + np.pi) % (2 * np.pi) - np.pi
+    return np.hypot(eta - eta0, dphi)
+
+
+class ZprimeTTbarProcessor(processor.ProcessorABC):
+    """Returns ``{"chunks": [ColumnChunk]}`` per coffea chunk (lists add up under coffea's accumulate)."""
+
+    channels = CHANNELS
+
+    def __init__(self, lumi_pb: float = 16400.0, *, buckets=DEFAULT_BUCKETS, config_hash: str = "",
+                 corrections: str = syst.DEFAULT_CORRECTIONS, btag: str = "btagDeepB"):
+        self.lumi_pb = float(lumi_pb)
+        self.buckets = tuple(buckets)
+        self.config_hash = config_hash
+        self.corrections = corrections
+        self.btag = btag
+
+    def parameters(self):
+        return parameters(self.channels)
+
+    def initial_params(self) -> dict[str, float]:
+        return initial_params(self.channels)
+
+    # ------------------------------------------------------------------------------------ objects
+    def good_muons(self, muons, iso_branch: str):
+        isolated = (muons[iso_branch] >= MUON_MINI_ISO_ID if iso_branch == "miniIsoId"
+                    else muons[iso_branch] < MUON_MINI_ISO)
+        return (muons.pt > MUON_PT) & (abs(muons.eta) < MUON_ETA) & muons.tightId & isolated
+
+    def select_jets(self, jets, muon):
+        clean = _delta_r(jets.eta, jets.phi, muon["eta"], muon["phi"]) > JET_MUON_DR
+        good = ((jets.jetId & JET_ID_TIGHT) > 0) & (jets.pt > JET_PT) & (abs(jets.eta) < JET_ETA) & clean
+        jets = jets[good]
+        return jets[ak.argsort(jets.pt, ascending=False)]
+
+    def select_fatjets(self, fatjets):
+        fatjets = fatjets[(fatjets.pt > FATJET_PT) & (abs(fatjets.eta) < FATJET_ETA)]
+        return fatjets[ak.argsort(fatjets.pt, ascending=False)]
+
+    # -------------------------------------------------------------------------------- observables
+    def kinematics(self, muon, jets, fatjets, met_pt, met_phi):
+        """Everything JES/JER can change, for one variation: padded objects, baseline, observables."""
+        jets, fatjets = self.select_jets(jets, muon), self.select_fatjets(fatjets)
+        n_jets, n_fat = np.asarray(ak.num(jets)), np.asarray(ak.num(fatjets))
+        cols = {f"jet_{f}": pad_objects(jets[f], JET_SLOTS) for f in ("pt", "eta", "phi", "mass", "btag")}
+        cols.update({f"fatjet_{f}": pad_objects(fatjets[f], FATJET_SLOTS)
+                     for f in ("pt", "eta", "phi", "mass", "msoftdrop", "top_score")})
+        cols["jet_mask"] = (np.arange(JET_SLOTS) < n_jets[:, None]).astype(np.float32)
+        cols["fatjet_mask"] = (np.arange(FATJET_SLOTS) < n_fat[:, None]).astype(np.float32)
+        cols["n_jets"], cols["n_fatjets"] = n_jets, n_fat
+        cols["baseline"] = (n_jets >= 2) & (n_fat >= 1)
+        cols["met_pt"], cols["met_phi"] = met_pt, met_phi
+        cols["lep_ht"] = muon["pt"] + met_pt
+        cols["st"] = muon["pt"] + met_pt + np.asarray(ak.sum(jets.pt, axis=1))
+        met = {"pt": met_pt, "phi": met_phi}
+        lead = lambda prefix, i: {f: np.take_along_axis(cols[f"{prefix}_{f}"], i[:, None], 1)[:, 0]  # noqa: E731
+                                  for f in ("pt", "eta", "phi", "mass")}
+        first = np.zeros(len(met_pt), dtype=np.int64)
+        cols["mtt_simple"] = reco.mtt_reference(muon, met, lead("jet", first), lead("fatjet", first))
+        cols["mtt"] = reco.mtt_full(muon, met, lead("jet", self.leptonic_bjet(cols, muon)),
+                                    lead("fatjet", self.hadronic_top(cols)))
+        return cols, jets
+
+    def leptonic_bjet(self, cols, muon):
+        """Index of the jet closest to the muon, among medium b-tagged jets if there are any."""
+        dr = reco.delta_r(cols["jet_eta"], cols["jet_phi"], muon["eta"][:, None], muon["phi"][:, None])
+        dr = np.where(cols["jet_mask"] > 0, dr, np.inf)
+        tagged = cols["jet_btag"] > BTAG_MEDIUM
+        dr_tagged = np.where(tagged, dr, np.inf)
+        return np.where(tagged.any(axis=1), dr_tagged.argmin(axis=1), dr.argmin(axis=1))
+
+    def hadronic_top(self, cols):
+        """Index of the leading loose-top-tagged fat jet, else the leading fat jet."""
+        tagged = (cols["fatjet_top_score"] > TOPTAG_LOOSE) & (cols["fatjet_mask"] > 0)
+        return np.where(tagged.any(axis=1), tagged.argmax(axis=1), 0)
+
+    # ------------------------------------------------------------------------------------ process
+    def process(self, events):
+        meta = events.metadata
+        filename, dataset = meta.get("filename", "<unknown file>"), meta.get("dataset", "unknown")
+        is_data = bool(meta.get("is_data", False))
+        names = resolve(branch_names(events), filename, is_data=is_data, btag=self.btag)
+        n_read = len(events)
+
+        trigger = np.zeros(n_read, dtype=bool)
+        for path in names.triggers:
+            trigger |= np.asarray(events.HLT[path.removeprefix("HLT_")], dtype=bool)
+        good_mu = self.good_muons(events.Muon, names.muon_iso)
+        pre = trigger & (ak.sum(good_mu, axis=1) == 1) & (ak.num(events.Jet) >= 2) & (ak.num(events.FatJet) >= 1)
+        events, good_mu = events[pre], good_mu[pre]
+
+        mu = ak.firsts(events.Muon[good_mu])
+        muon = {f: np.asarray(mu[f], dtype=np.float64) for f in ("pt", "eta", "phi", "mass")}
+        jet_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "jetId": "jetId", "btag": names.btag}
+        if not is_data:
+            jet_fields["hadronFlavour"] = "hadronFlavour"
+        jets = ak.zip({k: events.Jet[v] for k, v in jet_fields.items()})
+        fat_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "msoftdrop": "msoftdrop",
+                      "top_score": names.top_score}
+        fatjets = ak.zip({k: events.FatJet[v] for k, v in fat_fields.items()})
+        met = events[names.met]
+        met_pt, met_phi = np.asarray(met.pt, np.float64), np.asarray(met.phi, np.float64)
+
+        inputs = {"nominal": (jets, fatjets, met_pt, met_phi)}
+        if not is_data:
+            event_number = np.asarray(events.event)
+            jet_var = syst.jet_variations(jets, event_number, salt=1, path=self.corrections)
+            fat_var = syst.jet_variations(fatjets, event_number, salt=2, path=self.corrections)
+            for v in syst.KINEMATIC_VARIATIONS:
+                inputs[v] = (jet_var[v], fat_var[v], *syst.propagate_to_met(met_pt, met_phi, jets, jet_var[v]))
+        per_variation = {v: self.kinematics(muon, *args) for v, args in inputs.items()}
+        keep = np.logical_or.reduce([cols["baseline"] for cols, _ in per_variation.values()])
+
+        nominal_cols, nominal_jets = per_variation.pop("nominal")
+        columns = {f"muon_{f}": muon[f][keep] for f in ("pt", "eta", "phi")}
+        columns.update({k: np.asarray(v)[keep] for k, v in nominal_cols.items()})
+        columns["parity"] = parity(np.asarray(events.event)[keep])
+        variations = {v: {k: np.asarray(a)[keep] for k, a in cols.items()} for v, (cols, _) in per_variation.items()}
+        ids = {k: np.asarray(events[k])[keep].astype(np.int64) for k in ("run", "luminosityBlock", "event")}
+        weights = self.weights(events[keep], meta, muon, nominal_jets, keep, is_data)
+
+        chunk = make_chunk(
+            columns, weights, variations, ids, buckets=self.buckets,
+            dataset=dataset, process=meta.get("process", dataset),
+            sample_variation=meta.get("variation", "nominal"), is_data=is_data,
+            provenance={"file": filename, "treename": meta.get("treename", "Events"),
+                        "entrystart": int(meta.get("entrystart", 0)),
+                        "entrystop": int(meta.get("entrystop", n_read)), "fileuuid": meta.get("fileuuid", ""),
+                        "entries_read": n_read, "config_hash": self.config_hash},
+        )
+        return {"chunks": [chunk]}
+
+    # ------------------------------------------------------------------------------------ weights
+    def weights(self, events, meta, muon, jets, keep, is_data) -> dict[str, np.ndarray]:
+        """nominal = xsec·lumi·genWeight/Σ genWeight × muon SF × b-tag SF; one factor varied per key."""
+        if is_data:
+            return {"nominal": np.ones(len(events))}
+        if "xsec" not in meta:
+            raise UserError(f"dataset {meta.get('dataset')}: fileset metadata has no 'xsec' (pb) for this MC")
+        sumw = meta.get("sumw")
+        if sumw is None:
+            sumw = file_sumw(meta["filename"], meta.get("treename", "Events"))
+        base = mc_weight(np.asarray(events.genWeight), float(meta["xsec"]), self.lumi_pb, float(sumw))
+        mu_sf = syst.muon_sf(muon["pt"][keep], muon["eta"][keep], self.corrections)
+        jets = jets[keep]
+        b_sf = syst.btag_sf(jets, jets.btag > BTAG_MEDIUM, self.corrections)
+        weights = {"nominal": base * mu_sf["nominal"] * b_sf["nominal"]}
+        for s in ("up", "down"):
+            weights[f"muon_sf_{s}"] = base * mu_sf[s] * b_sf["nominal"]
+            weights[f"btag_sf_{s}"] = base * mu_sf["nominal"] * b_sf[s]
+        return weights
