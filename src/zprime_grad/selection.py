@@ -6,7 +6,7 @@ and/or at most N of them. A `Channel` is the AND of its cuts and of the skim bas
 optimiser sees only parameter names; `parameters()` collects them, with initial values, bounds and
 scales, from the channels, and refuses two declarations of one parameter that disagree.
 
-Soft selection: every ``>``/``<`` becomes ``sigmoid(slope * (x - t) / scale)``; a count of objects
+Soft selection (``zprime_grad.soft.sigmoid_cut``): every ``>``/``<`` becomes ``sigmoid(slope * (x - t) / scale)``; a count of objects
 becomes the sum of the per-object soft passes, and "at least k" becomes
 ``sigmoid(slope * (n - k + 1/2))``. As ``slope`` grows the soft weight tends to the hard mask (away from
 the thresholds themselves), which the tests check.
@@ -20,16 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 import zprime_grad.jaxconfig  # noqa: F401
-import jax
 import jax.numpy as jnp
+
+from zprime_grad.soft import sigmoid_cut
 
 BASELINE = "baseline"  # per-event 0/1 column written by the skim: the loose skim selection passed
 
 
-def _sigmoid(z):
-    # NOTE: zprime_grad.soft.sigmoid_cut (written concurrently) did not exist when this was written;
-    # switch to it once it lands, so that soft cuts have one definition in the package.
-    return jax.nn.sigmoid(z)
+_KEEP = {">": "above", "<": "below"}
 
 
 @dataclass(frozen=True)
@@ -77,8 +75,7 @@ class Cut:
 
     def soft(self, columns, params, slope: float):
         x, t = jnp.asarray(columns[self.column]), params[self.param]
-        sign = 1.0 if self.direction == ">" else -1.0
-        return _sigmoid(sign * slope * (x - t) / self.scale)
+        return sigmoid_cut(x, t, self.scale / slope, _KEEP[self.direction])
 
 
 @dataclass(frozen=True)
@@ -124,9 +121,9 @@ class CountCut:
         n = per_object.sum(axis=-1)
         weight = jnp.ones_like(n)
         if self.at_least is not None:
-            weight = weight * _sigmoid(slope * (n - self.at_least + 0.5))
+            weight = weight * sigmoid_cut(n, self.at_least - 0.5, 1.0 / slope, "above")
         if self.at_most is not None:
-            weight = weight * _sigmoid(slope * (self.at_most + 0.5 - n))
+            weight = weight * sigmoid_cut(n, self.at_most + 0.5, 1.0 / slope, "below")
         return weight
 
 

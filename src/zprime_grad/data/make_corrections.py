@@ -12,7 +12,7 @@ up/down variations, which are set to typical CMS 2016-legacy magnitudes:
   is the product over tagged selected jets (a deliberately simple fixed-working-point scheme).
 - ``jes_uncertainty`` (abseta, pt): relative jet energy scale uncertainty, 1–4 %; jets and fat jets
   are scaled by (1 ± u) and the change of the AK4 jets is propagated to MET.
-- ``jer_resolution`` (abseta, pt): relative pT resolution of the detector model; ``jer_sf``
+- ``jer_resolution`` (abseta, pt): relative pT resolution of the generator's detector model; ``jer_sf``
   (systematic): the data/MC resolution ratio, 1.0 nominal (pseudo-data come from the same model) and
   1.1 up. The down variation mirrors the up one event by event (see processors/zprime_systematics.py).
 
@@ -140,9 +140,12 @@ def jes_uncertainty() -> cs.Correction:
 
 
 def jer_resolution() -> cs.Correction:
-    eta, pt = [0.0, 1.3, 2.5, 5.0], [0.0, 50.0, 100.0, 300.0, 1000.0, PT_MAX]
-    table = [[0.16, 0.12, 0.09, 0.06, 0.045], [0.2, 0.15, 0.11, 0.075, 0.055],
-             [0.25, 0.2, 0.15, 0.1, 0.08]]
+    """The generator's resolution model (generate/detector.py): σ/pT = 2.5/pT ⊕ 0.9/√pT ⊕ 4 %, ×1.3 at
+    |η| > 2.5, evaluated at each pT bin's geometric centre."""
+    eta, pt = [0.0, 2.5, 5.0], [15.0, 30.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, PT_MAX]
+    centres = [(lo * hi) ** 0.5 for lo, hi in zip(pt[:-1], pt[1:-1] + [3200.0])]
+    sigma = [((2.5 / c) ** 2 + 0.9**2 / c + 0.04**2) ** 0.5 for c in centres]
+    table = [[round(s, 5) for s in sigma], [round(1.3 * s, 5) for s in sigma]]
     return _pt_eta_table("jer_resolution", "Relative jet pT resolution of the detector model",
                          eta, pt, table)
 
