@@ -78,5 +78,5 @@ def cluster(particles: Particles, radius: float, pt_min: float, *, groom: bool =
             groomed = fastjet.ClusterSequence(constituents, ca).exclusive_jets_softdrop_grooming(
                 njets=1, beta=0.0, symmetry_cut=0.1, R0=radius
             )
-            msd = np.nan_to_num(ak.to_numpy(groomed.msoftdrop), nan=0.0)
+            msd = np.maximum(np.nan_to_num(ak.to_numpy(groomed.msoftdrop), nan=0.0), 0.0)  # FastJet: -sqrt(-m2)
     return _sorted_by_pt(Jets(pt, eta, phi, mass, counts, msd))

@@ -22,7 +22,7 @@ import numpy as np
 from zprime_grad.config import SampleConfig
 
 # Bump when the detector model or the NanoAOD layout changes: it invalidates every cached file.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class FileJob:
     def key(self) -> str:
         payload = {**asdict(self), "config": self.config.model_dump(mode="json"), "version": GENERATOR_VERSION}
         payload.pop("out_dir")
-        payload.pop("batch_size")  # batching does not change the events (checked by the tests)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

@@ -23,6 +23,7 @@ import numpy as np
 import uproot
 
 from zprime_grad.config import Config
+from zprime_grad.errors import UserError
 from zprime_grad.generate import nanoaod
 from zprime_grad.generate.production import GENERATOR_VERSION
 
@@ -75,6 +76,8 @@ def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
         copies = rng.poisson(np.clip(lam, 0.0, None)) * _stream_filter(events, cfg)
         rows = np.repeat(np.arange(len(lam)), copies)
         picked.append({k: v[rows] for k, v in events.items() if k not in MC_ONLY})
+    if not picked:
+        raise UserError("pseudo-data needs at least one background sample (or generate.data.signal_strength > 0)")
     merged = {k: (ak.concatenate if isinstance(v, ak.Array) else np.concatenate)([p[k] for p in picked])
               for k, v in picked[0].items()}
     n = len(merged["event"])

@@ -1,0 +1,54 @@
+"""Shared fixtures: one small generated dataset per test session (real Pythia, real files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from zprime_grad.config import Config, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+SMALL_EVENTS = 300  # per MC sample (slices scale it)
+SMALL_LUMI_PB = 100.0  # keeps the pseudo-data small; physics checks use the MC
+
+
+def small_config(**generate_overrides) -> Config:
+    """The default config with a small luminosity and dataset, as the tests use it."""
+    data = load_config().model_dump(mode="json", exclude={"source"})
+    data["analysis"]["lumi_pb"] = SMALL_LUMI_PB
+    data["generate"].update({"events": SMALL_EVENTS, "events_per_file": 400, "batch_size": 200, **generate_overrides})
+    return parse_config(data, "tests/conftest.py:small_config")
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    config: Config
+    out: Path
+    fileset: Path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> GeneratedDataset:
+    from zprime_grad.generate import generate_dataset
+
+    config = small_config()
+    out = tmp_path_factory.mktemp("generated")
+    fileset = generate_dataset(config, out, progress=False)
+    return GeneratedDataset(config, out, fileset)
+
+
+@pytest.fixture(scope="session")
+def generated_fileset(generated) -> Path:
+    """Path of a coffea fileset.json over a few hundred generated events per sample."""
+    return generated.fileset
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not next to this checkout")
+    return SHARED_DATA

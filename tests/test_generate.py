@@ -1,0 +1,216 @@
+"""The generated default dataset: readable as NanoAOD, physically sane, normalised, reproducible."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+from tests.conftest import small_config
+from zprime_grad.generate import generate_dataset
+from zprime_grad.generate.samples import BR_TT_SEMILEPTONIC_MU_TAU
+
+NanoAODSchema.warn_missing_crossrefs = False
+
+REQUIRED = {
+    "run": "uint32", "luminosityBlock": "uint32", "event": "uint64", "genWeight": "float32",
+    "HLT_TkMu50": "bool", "HLT_Mu50": "bool", "HLT_IsoMu24": "bool", "PV_npvs": "int32",
+    "Muon_pt": "float32", "Muon_charge": "int32", "Muon_tightId": "bool", "Muon_mediumId": "bool",
+    "Muon_pfRelIso04_all": "float32", "Muon_miniPFRelIso_all": "float32", "Muon_miniIsoId": "uint8",
+    "Electron_cutBased": "int32", "Electron_pfRelIso03_all": "float32",
+    "Jet_btagDeepB": "float32", "Jet_btagDeepFlavB": "float32", "Jet_jetId": "int32", "Jet_hadronFlavour": "int32",
+    "FatJet_msoftdrop": "float32", "FatJet_particleNet_TvsQCD": "float32", "FatJet_jetId": "int32",
+    "MET_pt": "float32", "MET_phi": "float32", "MET_sumEt": "float32", "PuppiMET_pt": "float32", "PuppiMET_phi": "float32",
+}
+
+
+def fileset(generated) -> dict:
+    return json.loads(generated.fileset.read_text())
+
+
+def events(generated, dataset: str):
+    files = fileset(generated)[dataset]["files"]
+    arrays = [NanoEventsFactory.from_root({f: "Events"}, schemaclass=NanoAODSchema, mode="eager").events() for f in files]
+    return ak.concatenate(arrays)
+
+
+def test_fileset_lists_every_sample_and_data(generated):
+    fs = fileset(generated)
+    assert set(fs) == set(generated.config.generate.samples) | {"data"}
+    for name, entry in fs.items():
+        meta = entry["metadata"]
+        assert meta["process"] and meta["variation"] == "nominal"
+        assert meta["is_data"] == (name == "data")
+        for path, tree in entry["files"].items():
+            assert tree == "Events" and path.endswith(".root")
+
+
+def test_files_are_nanoaod_ttrees_with_v9_types(generated):
+    for name, entry in fileset(generated).items():
+        for path in entry["files"]:
+            with uproot.open(path) as f:
+                tree = f["Events"]
+                assert isinstance(tree, uproot.TTree)
+                types = {k: str(b.interpretation.numpy_dtype if not hasattr(b.interpretation, "content") else b.interpretation.content.numpy_dtype) for k, b in tree.items()}
+                for branch, dtype in REQUIRED.items():
+                    if name == "data" and branch == "genWeight":
+                        assert branch not in types
+                        continue
+                    assert branch in types, f"{branch} missing in {path}"
+                    assert np.dtype(types[branch]) == np.dtype(dtype), (branch, types[branch])
+                runs = f["Runs"].arrays(library="np")
+                if name != "data":
+                    assert runs["genEventSumw"][0] == pytest.approx(float(tree["genWeight"].array(library="np").astype(np.float64).sum()))
+
+
+def test_every_file_opens_with_coffea(generated):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for name in fileset(generated):
+            ev = events(generated, name)
+            assert len(ev) > 0
+            # touch the collections the analysis uses, including cross-references
+            assert ak.all(ak.num(ev.Jet.pt) >= 0) and ak.all(ev.FatJet.msoftdrop >= 0)
+            _ = ev.Muon.matched_jet.pt, ev.Jet.matched_muons.pt, ev.MET.pt, ev.PuppiMET.phi
+
+
+def test_zprime_ttbar_system_peaks_at_the_configured_mass(generated):
+    mass = generated.config.generate.samples["zprime"].mass
+    gen = events(generated, "zprime").GenPart
+    tops = gen[(abs(gen.pdgId) == 6) & ak.fill_none(gen.parent.pdgId == 32, False)]
+    assert ak.all(ak.num(tops) == 2)
+    mtt = (tops[:, 0] + tops[:, 1]).mass
+    counts, edges = np.histogram(ak.to_numpy(mtt), bins=np.linspace(0.5 * mass, 1.5 * mass, 41))
+    peak = 0.5 * (edges[counts.argmax()] + edges[counts.argmax() + 1])
+    assert abs(peak - mass) < 0.03 * mass
+    # last-copy tops have radiated (FSR), so the tail is low-side only; most events sit near the pole
+    assert np.mean(np.abs(ak.to_numpy(mtt) - mass) < 0.1 * mass) > 0.5
+
+
+def _weighted_mean(values, weights):
+    return float(np.sum(values * weights) / np.sum(weights))
+
+
+def test_signal_fat_jets_are_harder_than_wjets(generated):
+    lead = {}
+    for name in ("zprime", "wjets"):
+        ev = events(generated, name)
+        has = ak.num(ev.FatJet) > 0
+        lead[name] = _weighted_mean(ak.to_numpy(ev.FatJet.pt[has][:, 0]), ak.to_numpy(ev.genWeight[has]))
+    assert lead["zprime"] > 1.5 * lead["wjets"]
+
+
+def test_ttbar_has_more_b_tagged_jets_than_wjets(generated):
+    nb = {}
+    for name in ("ttbar_highpt", "wjets"):
+        jets = events(generated, name).Jet
+        tagged = (jets.pt > 30) & (abs(jets.eta) < 2.4) & (jets.btagDeepFlavB > 0.3093)
+        nb[name] = float(ak.mean(ak.sum(tagged, axis=1)))
+    assert nb["ttbar_highpt"] > 1.0 > 2 * nb["wjets"]
+
+
+def test_b_tag_efficiency_matches_the_calibrated_working_point(generated):
+    jets = ak.flatten(events(generated, "ttbar_lowpt").Jet)
+    central = (jets.pt > 30) & (jets.pt < 200) & (abs(jets.eta) < 2.4)
+    b, light = central & (jets.hadronFlavour == 5), central & (jets.hadronFlavour == 0)
+    eff_b = float(ak.mean(jets.btagDeepFlavB[b] > 0.3093))
+    eff_light = float(ak.mean(jets.btagDeepFlavB[light] > 0.3093))
+    n_b = int(ak.sum(b))
+    assert abs(eff_b - 0.77) < 4 * np.sqrt(0.77 * 0.23 / n_b) + 0.01
+    assert eff_light < 0.03
+
+
+def test_weights_reproduce_the_expected_yield(generated):
+    fs = fileset(generated)
+    lumi = generated.config.analysis.lumi_pb
+    tt = [m["metadata"] for k, m in fs.items() if m["metadata"]["process"] == "ttbar"]
+    # the pT-hat slices of ttbar share its inclusive cross section
+    assert sum(m["xsec"] for m in tt) == pytest.approx(831.76 * BR_TT_SEMILEPTONIC_MU_TAU, rel=1e-9)
+    for name, entry in fs.items():
+        meta = entry["metadata"]
+        if meta["is_data"]:
+            continue
+        w = np.concatenate([uproot.open(f)["Events"]["genWeight"].array(library="np").astype(np.float64) for f in entry["files"]])
+        sumw_runs = sum(float(uproot.open(f)["Runs"]["genEventSumw"].array(library="np").sum()) for f in entry["files"])
+        assert sumw_runs == pytest.approx(meta["sumw"], rel=1e-9)
+        assert len(w) == meta["nevents"]
+        yield_ = np.sum(meta["xsec"] * lumi * w / sumw_runs)
+        assert yield_ == pytest.approx(meta["xsec"] * lumi, rel=1e-6)
+
+
+def test_pseudo_data_is_a_poisson_draw_of_the_prediction(generated):
+    """Data in the stream-filtered region agrees with the MC prediction within Poisson errors."""
+    fs, lumi, cfg = fileset(generated), generated.config.analysis.lumi_pb, generated.config.generate.data
+    predicted = 0.0
+    for name, entry in fs.items():
+        meta = entry["metadata"]
+        if meta["is_data"] or generated.config.generate.samples[name].kind == "zprime":
+            continue
+        ev = events(generated, name)
+        trig = ev.HLT.Mu50 | ev.HLT.TkMu50 | ev.HLT.IsoMu24
+        sel = trig & ak.any(ev.Muon.pt > cfg.muon_pt_min, axis=1) & ak.any(ev.FatJet.pt > cfg.fatjet_pt_min, axis=1)
+        predicted += float(np.sum(ak.to_numpy(ev.genWeight[sel]))) * meta["xsec"] * lumi / meta["sumw"]
+    observed = fs["data"]["metadata"]["nevents"]
+    assert predicted > 20
+    assert abs(observed - predicted) < 5 * np.sqrt(predicted)
+
+
+def _content(fs_path) -> dict:
+    fs = json.loads(fs_path.read_text())
+    out = {}
+    for name, entry in fs.items():
+        for path in entry["files"]:
+            arrays = uproot.open(path)["Events"].arrays(library="np")
+            for branch, values in arrays.items():
+                out[(name, branch)] = values
+    return out
+
+
+def test_same_seed_same_events_and_cache_reuse(tmp_path):
+    config = small_config(
+        events=120, samples={"zprime": small_config().generate.samples["zprime"].model_dump()}, data={"enabled": False}
+    )
+    first = generate_dataset(config, tmp_path / "a", seed=11, progress=False)
+    again = generate_dataset(config, tmp_path / "b", seed=11, progress=False)
+    other = generate_dataset(config, tmp_path / "c", seed=12, progress=False)
+    a, b, c = _content(first), _content(again), _content(other)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(np.concatenate(list(a[key])) if a[key].dtype == object else a[key],
+                                      np.concatenate(list(b[key])) if b[key].dtype == object else b[key], err_msg=str(key))
+    assert not np.array_equal(a[("zprime", "MET_pt")], c[("zprime", "MET_pt")])
+    # a second call with the same settings regenerates nothing
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*.root")}
+    generate_dataset(config, tmp_path / "a", seed=11, progress=False)
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*.root")}
+
+
+def test_bad_config_field_names_the_field_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generate:\n  events: many\n  samples:\n    zprime: {kind: zprime, mass: 2000, colour: red}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "zprime_grad.cli", "generate", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(bad) in result.stderr
+    assert "generate.events" in result.stderr
+    assert "generate.samples.zprime.colour" in result.stderr
+
+
+def test_slices_must_tile_the_phase_space():
+    from zprime_grad.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must meet"):
+        small_config(samples={
+            "lo": {"kind": "ttbar", "process": "ttbar", "xsec_pb": 831.76, "pthat_max": 100.0},
+            "hi": {"kind": "ttbar", "process": "ttbar", "xsec_pb": 831.76, "pthat_min": 150.0},
+        })
