@@ -19,6 +19,7 @@ from zprime_grad.errors import UserError
 COMMANDS = [
     "zprime_grad.generate.cli",
     "zprime_grad.pipeline",
+    "zprime_grad.stats.cli",
 ]
 
 
