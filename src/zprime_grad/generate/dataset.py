@@ -130,6 +130,8 @@ def generate_dataset(
     events = events if events is not None else gen.events
     seed = seed if seed is not None else gen.seed
     jobs = plan(config, out, events, seed)
+    for stale in out.glob("*/.*.tmp*"):  # left by an interrupted run; never mistaken for output
+        stale.unlink(missing_ok=True)
     start = time.perf_counter()
     summaries = _run_jobs(jobs, workers or gen.workers, progress)
     fileset = mc_fileset(config, jobs, summaries)
