@@ -22,6 +22,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 from coffea import processor
+from coffea.nanoevents import NanoAODSchema
 
 from zprime_grad.columns import DEFAULT_BUCKETS, file_sumw, make_chunk, mc_weight, pad_objects, parity
 from zprime_grad.errors import UserError
@@ -36,6 +37,9 @@ FATJET_PT, FATJET_ETA = 200.0, 2.4
 BTAG_MEDIUM = 0.6321  # DeepCSV medium: b-tag scale factors and the leptonic b-jet choice
 TOPTAG_LOOSE = 0.5  # ParticleNet TvsQCD loose: the hadronic-top choice in m_tt
 JET_SLOTS, FATJET_SLOTS = 8, 4
+# reduced files lack cross-reference indices; silence the 16 warnings per chunk (in every worker,
+# since workers import this module to unpickle the processor before building NanoEvents)
+NanoAODSchema.warn_missing_crossrefs = False
 
 # ------------------------------------------------------------- optimisable cuts, declared once
 MET_CUT = Cut("met", "met_pt", ">", "met_threshold", 50.0, (20.0, 250.0), 50.0)
@@ -84,6 +88,10 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
 
     def initial_params(self) -> dict[str, float]:
         return initial_params(self.channels)
+
+    def check_branches(self, branches: set[str], filename: str, *, is_data: bool) -> None:
+        """Driver-side check of a file's branch list; raises UserError naming what is missing."""
+        resolve(branches, filename, is_data=is_data, btag=self.btag)
 
     # ------------------------------------------------------------------------------------ objects
     def good_muons(self, muons, iso_branch: str):

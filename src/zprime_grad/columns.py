@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -45,6 +46,7 @@ class ColumnChunk:
     sample_variation: str = "nominal"
     is_data: bool = False
     provenance: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # bytes read, process time: not part of the data
 
     @property
     def length(self) -> int:
@@ -81,10 +83,17 @@ class ColumnChunk:
 
     # ---------------------------------------------------------------------------- on-disk format
     def to_npz_bytes(self) -> bytes:
-        """One uncompressed .npz: the `arrays` keys plus ``meta`` (UTF-8 JSON as uint8)."""
-        buf = io.BytesIO()
+        """One uncompressed .npz: the `arrays` keys plus ``meta`` (UTF-8 JSON as uint8).
+
+        Written entry by entry with a fixed timestamp and order, so equal chunks give equal bytes.
+        """
         meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), dtype=np.uint8)
-        np.savez(buf, meta=meta, **self.arrays())
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, array in sorted({**self.arrays(), "meta": meta}.items()):
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
         return buf.getvalue()
 
     @classmethod

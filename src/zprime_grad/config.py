@@ -100,6 +100,28 @@ class GenerateConfig(Strict):
         return self
 
 
+# --------------------------------------------------------------------------------------------- skim
+class SkimConfig(Strict):
+    """How the skim runs (zprime-grad skim; Analysis.skim). Only chunksize and buckets change results."""
+
+    executor: Literal["iterative", "futures", "dask"] = "futures"
+    workers: int = Field(2, gt=0, description="futures processes, or LocalCluster workers for dask")
+    scheduler: str | None = Field(None, description="Dask scheduler address; None starts a LocalCluster")
+    chunksize: int = Field(100_000, gt=0, description="entries per coffea chunk")
+    buckets: tuple[int, ...] = Field(
+        (256, 1024, 4096, 16384, 65536), description="chunk lengths are padded up to one of these (JAX shapes)"
+    )
+    treename: str = "Events"
+    skip_bad_files: bool = False
+    retries: int = Field(3, ge=0, description="Dask task retries")
+
+    @model_validator(mode="after")
+    def _buckets_positive(self) -> "SkimConfig":
+        if not self.buckets or min(self.buckets) <= 0:
+            raise ValueError("buckets must be a non-empty list of positive lengths")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- root
 class AnalysisConfig(Strict):
     name: str = "zprime_ttbar"
@@ -111,6 +133,7 @@ class AnalysisConfig(Strict):
 class Config(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     generate: GenerateConfig
+    skim: SkimConfig = SkimConfig()
 
     source: str | None = Field(None, exclude=True, description="the file this config was read from")
 

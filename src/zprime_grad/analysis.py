@@ -1,0 +1,47 @@
+"""The notebook-facing entry point: ``Analysis.from_yaml(path).skim(fileset, executor=...)``.
+
+A thin shell over the stage modules; later stages add ``.optimise()`` and ``.validate()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zprime_grad.config import Config, load_config
+
+
+class Analysis:
+    def __init__(self, config: Config):
+        self.config = config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None) -> "Analysis":
+        return cls(load_config(path))
+
+    def processor(self, **skim_overrides):
+        """The configured coffea processor (found through the ``zprime_grad.processors`` entry points)."""
+        from zprime_grad.skim.pipeline import make_processor, skim_options
+
+        return make_processor(self.config, skim_options(self.config, **skim_overrides))
+
+    def skim(self, fileset, executor: str | None = None, *, client=None, **skim_overrides):
+        """Skim a coffea fileset (dict or JSON path).
+
+        ``iterative``/``futures``: returns a `SkimResult` with the ColumnChunks in this process.
+        ``dask``: returns `ResidentChunks` — futures of chunks kept in worker memory plus small
+        summaries; pass ``client=`` to use an existing cluster (else a LocalCluster of ``workers`` is
+        started and closed with the handle: use it as a context manager or call ``.close()``).
+        Other keywords override the config's ``skim`` section (workers, chunksize, scheduler …).
+        """
+        from zprime_grad.skim.pipeline import run_skim, skim_options
+
+        options = skim_options(self.config, executor=executor, **skim_overrides)
+        return run_skim(self.config, fileset, options, client=client)
+
+    def skim_to_directory(self, fileset, out, executor: str | None = None, **skim_overrides) -> dict:
+        """Skim to ``out/columns/`` + ``out/skim.json`` (reused when unchanged); returns the report."""
+        from zprime_grad.skim.pipeline import skim_options, skim_to_directory
+
+        report, _ = skim_to_directory(self.config, fileset, out,
+                                      skim_options(self.config, executor=executor, **skim_overrides))
+        return report

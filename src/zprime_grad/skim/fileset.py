@@ -1,0 +1,111 @@
+"""Fileset handling before any chunk runs: normalise, check every file on the driver, fill Σ genWeight.
+
+Checking on the driver means a missing/corrupt file or a missing branch is reported once, naming the
+file (and branch), before a cluster spends time on it; with ``skip_bad_files`` unreadable files are
+dropped and listed instead. ``sumw`` is filled per dataset (all its files' Runs trees), because a
+per-file Σ would overweight multi-file datasets.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import uproot
+
+from zprime_grad.columns import dataset_sumw
+from zprime_grad.errors import UserError
+
+
+def load_fileset(fileset) -> dict:
+    """``{dataset: {"files": {path: tree}, "metadata": {...}}}`` from a coffea fileset (dict or JSON path)."""
+    base = Path(".")
+    if isinstance(fileset, (str, os.PathLike)):
+        path = Path(fileset)
+        try:
+            fileset = json.loads(path.read_text())
+        except OSError as err:
+            raise UserError(f"{path}: cannot read fileset ({err.strerror})") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: fileset is not valid JSON ({err})") from None
+        base = path.parent
+    if not isinstance(fileset, dict) or not fileset:
+        raise UserError("fileset must be a non-empty mapping {dataset: files}")
+    out = {}
+    for name, entry in fileset.items():
+        if isinstance(entry, (list, tuple)):
+            entry = {"files": list(entry)}
+        files = entry.get("files", {})
+        treename = entry.get("treename", "Events")
+        if isinstance(files, (list, tuple)):
+            files = {f: treename for f in files}
+        files = {_resolve(f, base): tree or treename for f, tree in files.items()}
+        out[name] = {"files": files, "metadata": dict(entry.get("metadata", {}))}
+    return out
+
+
+def _resolve(path: str, base: Path) -> str:
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((base / path).resolve())
+
+
+def check_files(fileset: dict, processor, *, skip_bad_files: bool = False) -> tuple[dict, list[dict]]:
+    """Open every file and check its branches; returns (usable fileset, list of skipped bad files)."""
+    good, bad = copy.deepcopy(fileset), []
+    for dataset, entry in fileset.items():
+        is_data = bool(entry["metadata"].get("is_data", False))
+        for filename, tree in entry["files"].items():
+            try:
+                with uproot.open(filename) as f:
+                    if tree not in f:
+                        raise UserError(f"{filename}: no tree '{tree}' (keys: {', '.join(f.keys()[:8])})")
+                    branches = set(f[tree].keys())
+            except UserError:
+                raise
+            except Exception as err:  # uproot raises many types for unreadable files
+                reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+                if not skip_bad_files:
+                    raise UserError(f"{filename}: cannot read input file ({reason}); "
+                                    "use --skip-bad-files to skip it") from None
+                bad.append({"dataset": dataset, "file": filename, "error": reason})
+                del good[dataset]["files"][filename]
+                continue
+            check = getattr(processor, "check_branches", None)
+            if check is not None:
+                check(branches, filename, is_data=is_data)
+    empty = [d for d, e in good.items() if not e["files"]]
+    for d in empty:
+        del good[d]
+    if not good:
+        raise UserError("no readable input files left: " + "; ".join(b["file"] for b in bad))
+    return good, bad
+
+
+def fill_sumw(fileset: dict) -> dict:
+    """Give every MC dataset a ``sumw`` (Σ genWeight over all its files) unless the metadata has one."""
+    out = copy.deepcopy(fileset)
+    for entry in out.values():
+        meta = entry["metadata"]
+        if not meta.get("is_data", False) and meta.get("sumw") is None:
+            meta["sumw"] = dataset_sumw(list(entry["files"]))
+    return out
+
+
+def fileset_fingerprint(fileset: dict) -> str:
+    """Hash of files (with size and mtime) and metadata: what a cached skim is valid for."""
+    items = []
+    for dataset in sorted(fileset):
+        entry = fileset[dataset]
+        files = []
+        for f, tree in sorted(entry["files"].items()):
+            try:
+                st = os.stat(f)
+                files.append([f, tree, st.st_size, st.st_mtime_ns])
+            except OSError:
+                files.append([f, tree, None, None])
+        items.append([dataset, files, entry["metadata"]])
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

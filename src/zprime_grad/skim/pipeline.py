@@ -1,0 +1,126 @@
+"""The skim stage end to end: fileset → checked inputs → chunks (local or resident) → columns/ + skim.json.
+
+Results depend on the analysis section, the processor, ``chunksize``, ``buckets`` and the inputs; the
+executor, worker count and scheduler do not, so they are left out of the cache key and the config
+hash written into every chunk's provenance (a futures and a dask skim give identical files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from zprime_grad import __version__
+from zprime_grad.config import Config, SkimConfig
+from zprime_grad.errors import UserError
+from zprime_grad.skim import store
+from zprime_grad.skim.fileset import check_files, fileset_fingerprint, fill_sumw, load_fileset
+from zprime_grad.skim.resident import ResidentChunks, run_dask
+from zprime_grad.skim.runner import SkimResult, load_processor, run_local
+
+log = logging.getLogger(__name__)
+RESULT_FIELDS = ("chunksize", "buckets", "treename", "skip_bad_files")
+
+
+def skim_options(config: Config, **overrides) -> SkimConfig:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return SkimConfig.model_validate({**config.skim.model_dump(), **given})
+    except Exception as err:
+        raise UserError(f"invalid skim option: {err}") from None
+
+
+def config_hash(config: Config, options: SkimConfig) -> str:
+    payload = {"analysis": config.analysis.model_dump(mode="json"),
+               "skim": options.model_dump(mode="json", include=set(RESULT_FIELDS)), "version": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_processor(config: Config, options: SkimConfig):
+    return load_processor(config.analysis.processor, lumi_pb=config.analysis.lumi_pb,
+                          buckets=options.buckets, config_hash=config_hash(config, options))
+
+
+def run_skim(config: Config, fileset, options: SkimConfig, *, client=None) -> SkimResult | ResidentChunks:
+    """Skim with the chosen executor. ``dask``: returns a handle to chunks that stay on the workers."""
+    processor = make_processor(config, options)
+    fileset, bad = check_files(load_fileset(fileset), processor, skip_bad_files=options.skip_bad_files)
+    fileset = fill_sumw(fileset)
+    if options.executor != "dask":
+        result = run_local(fileset, processor, executor=options.executor, workers=options.workers,
+                           chunksize=options.chunksize, treename=options.treename)
+        result.bad_files = bad
+        return result
+    owned = None
+    if client is None:
+        client, owned = connect(options)
+    try:
+        result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
+                          retries=options.retries)
+    except BaseException:
+        if owned is not None:
+            client.close()
+            owned.close()
+        raise
+    result.bad_files, result.owned_cluster = bad, owned
+    return result
+
+
+def connect(options: SkimConfig):
+    """A client for ``options.scheduler``, or a LocalCluster of ``workers`` processes on 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        try:
+            return Client(options.scheduler, timeout="30s"), None
+        except (OSError, TimeoutError) as err:
+            raise UserError(f"cannot connect to Dask scheduler {options.scheduler}: {err}") from None
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float) -> dict:
+    return {"cache_key": cache_key, "config_hash": config_hash(config, options),
+            "processor": config.analysis.processor, "executor": options.executor,
+            "workers": options.workers, "chunksize": options.chunksize, "buckets": list(options.buckets),
+            "lumi_pb": config.analysis.lumi_pb, "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
+
+
+def skim_to_directory(config: Config, fileset, out, options: SkimConfig) -> tuple[dict, bool]:
+    """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
+    out = Path(out)
+    inputs = load_fileset(fileset)
+    cache_key = hashlib.sha256(f"{config_hash(config, options)}:{config.analysis.processor}:"
+                               f"{fileset_fingerprint(inputs)}".encode()).hexdigest()[:16]
+    cached = store.cached_report(out, cache_key)
+    if cached is not None:
+        log.info("skim: %s is up to date (cache key %s)", out / store.REPORT, cache_key)
+        return cached, True
+    start = time.perf_counter()
+    tmp = store.fresh_columns_dir(out)
+    try:
+        result = run_skim(config, inputs, options)
+        try:
+            if isinstance(result, ResidentChunks):
+                written = result.write(str(tmp))
+                metrics = store.metrics_from_chunks(result.summaries)
+            else:
+                written = [store.write_chunk(c, str(tmp)) for c in result.chunks]
+                metrics = result.dataset_metrics
+        finally:
+            if isinstance(result, ResidentChunks):
+                result.close()
+        report = store.build_report(result.summaries, metrics, bad_files=result.bad_files,
+                                    info=report_info(config, options, cache_key, time.perf_counter() - start))
+        report["columns"] = sorted(written, key=lambda c: c["path"])
+        store.commit(out, tmp, report)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial skim behind
+        raise
+    return report, False

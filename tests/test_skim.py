@@ -1,0 +1,102 @@
+"""The skim on all three executors: identical columns; on Dask the columns stay on the workers."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from zprime_grad.analysis import Analysis
+from zprime_grad.columns import ColumnChunk, concatenate
+from zprime_grad.skim.resident import ResidentChunks, chunk_nbytes
+from zprime_grad.skim.toy import write_toy_nanoaod
+
+CHUNKSIZE = 1500
+
+
+@pytest.fixture(scope="module")
+def toy_fileset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("skim")
+    fileset = {
+        "ttbar": {"files": {str(write_toy_nanoaod(d / "tt1.root", 3000, seed=11)): "Events",
+                            str(write_toy_nanoaod(d / "tt2.root", 2000, seed=12, first_event=10**6)): "Events"},
+                  "metadata": {"process": "ttbar", "xsec": 831.76, "is_data": False}},
+        "data": {"files": {str(write_toy_nanoaod(d / "data.root", 2000, seed=13, is_data=True)): "Events"},
+                 "metadata": {"process": "data", "is_data": True}},
+    }
+    path = d / "fileset.json"
+    path.write_text(json.dumps(fileset))
+    return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    return Analysis.from_yaml()
+
+
+def assert_same_chunks(a: list[ColumnChunk], b: list[ColumnChunk]):
+    a, b = sorted(a, key=lambda c: c.key), sorted(b, key=lambda c: c.key)
+    assert [c.key for c in a] == [c.key for c in b] and len(a) > 1
+    for x, y in zip(a, b):
+        assert x.meta() == y.meta()
+        assert x.arrays().keys() == y.arrays().keys()
+        for k, v in x.arrays().items():
+            assert np.array_equal(v, y.arrays()[k]), (x.key, k)
+
+
+def test_iterative_futures_and_dask_give_identical_columns(analysis, toy_fileset, client):
+    iterative = analysis.skim(toy_fileset, "iterative", chunksize=CHUNKSIZE)
+    futures = analysis.skim(toy_fileset, "futures", chunksize=CHUNKSIZE, workers=2)
+    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
+        gathered = client.gather(resident.futures)  # only the test pulls the columns back
+    assert_same_chunks(iterative.chunks, futures.chunks)
+    assert_same_chunks(iterative.chunks, gathered)
+    assert sum(c.n_events for c in iterative.chunks) > 100
+    # the same events in the same order, with data weights of one
+    cols = concatenate(iterative.chunks)
+    assert len(np.unique(cols["id.event"][cols["weight.nominal"] != 1])) == (cols["weight.nominal"] != 1).sum()
+
+
+def test_dask_handle_holds_only_futures_and_small_summaries(analysis, toy_fileset, client):
+    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
+        assert isinstance(resident, ResidentChunks) and len(resident) == len(resident.summaries) >= 4
+        placement = resident.who_has()
+        workers = set(client.scheduler_info()["workers"])
+        assert all(len(w) >= 1 and set(w) <= workers for w in placement.values())
+        assert len(placement) == len(resident)
+        resident_bytes = resident.resident_bytes()
+        summed = sum(s["nbytes"] for s in resident.summaries)
+        assert resident_bytes >= summed > 1_000_000
+        # what the driver holds: futures and per-chunk summaries, orders of magnitude smaller
+        assert len(pickle.dumps(resident.summaries)) < summed / 100
+        assert all(not isinstance(v, (np.ndarray, ColumnChunk, list)) or k in ("futures", "summaries", "bad_files")
+                   for k, v in vars(resident).items())
+        assert all(f.status == "finished" and f.type is ColumnChunk for f in resident.futures)
+        with pytest.raises(AttributeError, match="stay on the workers"):
+            resident.chunks
+        # work goes to the data: a function mapped over the chunks runs where they are
+        sizes = client.gather(resident.map(chunk_nbytes))
+        assert sum(sizes) == summed
+    assert resident.futures == []  # closing the handle releases the chunks
+
+
+def test_skim_counts_match_the_hard_selection_of_the_columns(analysis, toy_fileset):
+    result = analysis.skim(toy_fileset, "iterative", chunksize=CHUNKSIZE)
+    proc = analysis.processor()
+    params = proc.initial_params()
+    for ch in proc.channels:
+        total = sum(s["counts"][ch.name]["raw"] for s in result.summaries)
+        direct = sum(int(ch.hard_mask(c.columns, params).sum()) for c in result.chunks)
+        assert total == direct
+    signal = sum(s["counts"]["signal"]["raw"] for s in result.summaries)
+    assert signal > 0
