@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from importlib.resources import files
 
-import awkward as ak
 import correctionlib
 import numpy as np
+
+from zprime_grad_processors.padded import Objects
 
 DEFAULT_CORRECTIONS = str(files("zprime_grad.data") / "corrections.json")
 KINEMATIC_VARIATIONS = ("jes_up", "jes_down", "jer_up", "jer_down")
@@ -43,17 +44,16 @@ def event_gaussian(event: np.ndarray, index: np.ndarray, salt: int) -> np.ndarra
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-def jet_variations(jets: ak.Array, event: ak.Array, salt: int, path: str = DEFAULT_CORRECTIONS) -> dict:
+def jet_variations(jets: Objects, event: np.ndarray, salt: int, path: str = DEFAULT_CORRECTIONS) -> dict:
     """{jes_up, jes_down, jer_up, jer_down} → jets with pt and mass scaled per jet (η, φ, tags kept)."""
     cset = corrections(path)
-    counts = ak.num(jets)
-    pt = np.asarray(ak.flatten(jets.pt), dtype=np.float64)
-    abseta = np.abs(np.asarray(ak.flatten(jets.eta), dtype=np.float64))
+    valid = jets.valid
+    pt, abseta = jets.pt[valid], np.abs(jets.eta[valid])
     jes = cset["jes_uncertainty"].evaluate(abseta, pt)
     sigma = cset["jer_resolution"].evaluate(abseta, pt)
     sf_up = cset["jer_sf"].evaluate("up")
-    g = event_gaussian(np.repeat(np.asarray(event), np.asarray(counts)),
-                       np.asarray(ak.flatten(ak.local_index(jets))), salt)
+    rows, cols = np.nonzero(valid)  # cols: the jet's index in its NanoAOD collection
+    g = event_gaussian(np.asarray(event)[rows], cols, salt)
     extra = sigma * np.sqrt(max(sf_up**2 - 1.0, 0.0)) * g  # nominal sf = 1: MC resolution = "data"
     factors = {
         "jes_up": 1.0 + jes,
@@ -63,17 +63,17 @@ def jet_variations(jets: ak.Array, event: ak.Array, salt: int, path: str = DEFAU
     }
     out = {}
     for name, factor in factors.items():
-        scale = ak.unflatten(factor, counts)
-        out[name] = ak.with_field(ak.with_field(jets, jets.pt * scale, "pt"), jets.mass * scale, "mass")
+        scale = np.ones(valid.shape)
+        scale[valid] = factor
+        out[name] = jets.with_fields(pt=jets.pt * scale, mass=jets.mass * scale)
     return out
 
 
-def propagate_to_met(met_pt, met_phi, jets: ak.Array, varied: ak.Array):
+def propagate_to_met(met_pt, met_phi, jets: Objects, varied: Objects):
     """MET after the AK4 jets (pT > 15 GeV before or after the variation) moved from jets to varied."""
-    use = (jets.pt > MET_JET_PT_MIN) | (varied.pt > MET_JET_PT_MIN)
-    dpt = ak.where(use, varied.pt - jets.pt, 0.0)
-    dpx = np.asarray(ak.sum(dpt * np.cos(jets.phi), axis=1), dtype=np.float64)
-    dpy = np.asarray(ak.sum(dpt * np.sin(jets.phi), axis=1), dtype=np.float64)
+    use = jets.valid & ((jets.pt > MET_JET_PT_MIN) | (varied.pt > MET_JET_PT_MIN))
+    dpt = np.where(use, varied.pt - jets.pt, 0.0)
+    dpx, dpy = (dpt * np.cos(jets.phi)).sum(axis=1), (dpt * np.sin(jets.phi)).sum(axis=1)
     met_pt, met_phi = np.asarray(met_pt, np.float64), np.asarray(met_phi, np.float64)
     px, py = met_pt * np.cos(met_phi) - dpx, met_pt * np.sin(met_phi) - dpy
     return np.hypot(px, py), np.arctan2(py, px)
@@ -85,17 +85,16 @@ def muon_sf(pt, eta, path: str = DEFAULT_CORRECTIONS) -> dict[str, np.ndarray]:
     return {s: sf.evaluate(s, abseta, pt) for s in ("nominal", "up", "down")}
 
 
-def btag_sf(jets: ak.Array, tagged: ak.Array, path: str = DEFAULT_CORRECTIONS) -> dict[str, np.ndarray]:
-    """Per event, the product of the per-jet SFs of the tagged jets (1 for events without tags)."""
+def btag_sf(jets: Objects, tagged: np.ndarray, path: str = DEFAULT_CORRECTIONS) -> dict[str, np.ndarray]:
+    """Per event, the product of the per-jet SFs of the selected tagged jets (1 without tags)."""
     sf = corrections(path)["btag_sf"]
-    counts = ak.num(jets)
-    flavour = np.asarray(ak.flatten(jets.hadronFlavour), dtype=np.int64)
+    use = jets.valid & tagged
+    flavour = jets.hadronFlavour[use].astype(np.int64)
     flavour = np.where(np.isin(flavour, (4, 5)), flavour, 0)
-    abseta = np.abs(np.asarray(ak.flatten(jets.eta), np.float64))
-    pt = np.asarray(ak.flatten(jets.pt), np.float64)
-    is_tagged = np.asarray(ak.flatten(tagged), dtype=bool)
+    abseta, pt = np.abs(jets.eta[use]), jets.pt[use]
     out = {}
     for s in ("nominal", "up", "down"):
-        per_jet = np.where(is_tagged, sf.evaluate(s, flavour, abseta, pt), 1.0)
-        out[s] = np.asarray(ak.prod(ak.unflatten(per_jet, counts), axis=1), dtype=np.float64)
+        per_jet = np.ones(use.shape)
+        per_jet[use] = sf.evaluate(s, flavour, abseta, pt)
+        out[s] = per_jet.prod(axis=1)
     return out

@@ -24,12 +24,13 @@ import numpy as np
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
 
-from zprime_grad.columns import DEFAULT_BUCKETS, file_sumw, make_chunk, mc_weight, pad_objects, parity
+from zprime_grad.columns import DEFAULT_BUCKETS, file_sumw, make_chunk, mc_weight, parity
 from zprime_grad.errors import UserError
 from zprime_grad.selection import Channel, CountCut, Cut, initial_params, parameters
 from zprime_grad_processors import zprime_reco as reco
 from zprime_grad_processors import zprime_systematics as syst
 from zprime_grad_processors.nanoaod_branches import branch_names, resolve
+from zprime_grad_processors.padded import Objects
 
 MUON_PT, MUON_ETA, MUON_MINI_ISO_ID, MUON_MINI_ISO = 55.0, 2.4, 2, 0.20
 JET_PT, JET_ETA, JET_ID_TIGHT, JET_MUON_DR = 30.0, 2.4, 2, 0.4
@@ -64,12 +65,6 @@ CHANNELS = (
 )
 
 
-def _delta_r(eta, phi, eta0, phi0):
-    """ΔR between a jagged collection and one object per event (flat arrays broadcast per event)."""
-    dphi = (phi - phi0 + np.pi) % (2 * np.pi) - np.pi
-    return np.hypot(eta - eta0, dphi)
-
-
 class ZprimeTTbarProcessor(processor.ProcessorABC):
     """Returns ``{"chunks": [ColumnChunk]}`` per coffea chunk (lists add up under coffea's accumulate)."""
 
@@ -99,31 +94,28 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
                     else muons[iso_branch] < MUON_MINI_ISO)
         return (muons.pt > MUON_PT) & (abs(muons.eta) < MUON_ETA) & muons.tightId & isolated
 
-    def select_jets(self, jets, muon):
-        clean = _delta_r(jets.eta, jets.phi, muon["eta"], muon["phi"]) > JET_MUON_DR
-        good = ((jets.jetId & JET_ID_TIGHT) > 0) & (jets.pt > JET_PT) & (abs(jets.eta) < JET_ETA) & clean
-        jets = jets[good]
-        return jets[ak.argsort(jets.pt, ascending=False)]
+    def select_jets(self, jets: Objects, muon) -> Objects:
+        clean = reco.delta_r(jets.eta, jets.phi, muon["eta"][:, None], muon["phi"][:, None]) > JET_MUON_DR
+        tight = (jets.jetId.astype(np.int64) & JET_ID_TIGHT) > 0
+        return jets.where(tight & (jets.pt > JET_PT) & (np.abs(jets.eta) < JET_ETA) & clean).sorted_by_pt()
 
-    def select_fatjets(self, fatjets):
-        fatjets = fatjets[(fatjets.pt > FATJET_PT) & (abs(fatjets.eta) < FATJET_ETA)]
-        return fatjets[ak.argsort(fatjets.pt, ascending=False)]
+    def select_fatjets(self, fatjets: Objects) -> Objects:
+        return fatjets.where((fatjets.pt > FATJET_PT) & (np.abs(fatjets.eta) < FATJET_ETA)).sorted_by_pt()
 
     # -------------------------------------------------------------------------------- observables
-    def kinematics(self, muon, jets, fatjets, met_pt, met_phi):
+    def kinematics(self, muon, jets: Objects, fatjets: Objects, met_pt, met_phi):
         """Everything JES/JER can change, for one variation: padded objects, baseline, observables."""
         jets, fatjets = self.select_jets(jets, muon), self.select_fatjets(fatjets)
-        n_jets, n_fat = np.asarray(ak.num(jets)), np.asarray(ak.num(fatjets))
-        cols = {f"jet_{f}": pad_objects(jets[f], JET_SLOTS) for f in ("pt", "eta", "phi", "mass", "btag")}
-        cols.update({f"fatjet_{f}": pad_objects(fatjets[f], FATJET_SLOTS)
+        n_jets, n_fat = jets.count(), fatjets.count()
+        cols = {f"jet_{f}": jets.slots(f, JET_SLOTS) for f in ("pt", "eta", "phi", "mass", "btag")}
+        cols.update({f"fatjet_{f}": fatjets.slots(f, FATJET_SLOTS)
                      for f in ("pt", "eta", "phi", "mass", "msoftdrop", "top_score")})
-        cols["jet_mask"] = (np.arange(JET_SLOTS) < n_jets[:, None]).astype(np.float32)
-        cols["fatjet_mask"] = (np.arange(FATJET_SLOTS) < n_fat[:, None]).astype(np.float32)
+        cols["jet_mask"], cols["fatjet_mask"] = jets.mask(JET_SLOTS), fatjets.mask(FATJET_SLOTS)
         cols["n_jets"], cols["n_fatjets"] = n_jets, n_fat
         cols["baseline"] = (n_jets >= 2) & (n_fat >= 1)
         cols["met_pt"], cols["met_phi"] = met_pt, met_phi
         cols["lep_ht"] = muon["pt"] + met_pt
-        cols["st"] = muon["pt"] + met_pt + np.asarray(ak.sum(jets.pt, axis=1))
+        cols["st"] = muon["pt"] + met_pt + jets.sum("pt")
         met = {"pt": met_pt, "phi": met_phi}
         lead = lambda prefix, i: {f: np.take_along_axis(cols[f"{prefix}_{f}"], i[:, None], 1)[:, 0]  # noqa: E731
                                   for f in ("pt", "eta", "phi", "mass")}
@@ -166,10 +158,10 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         jet_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "jetId": "jetId", "btag": names.btag}
         if not is_data:
             jet_fields["hadronFlavour"] = "hadronFlavour"
-        jets = ak.zip({k: events.Jet[v] for k, v in jet_fields.items()})
-        fat_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "msoftdrop": "msoftdrop",
-                      "top_score": names.top_score}
-        fatjets = ak.zip({k: events.FatJet[v] for k, v in fat_fields.items()})
+        jets = Objects.from_collection(events.Jet, jet_fields)
+        fatjets = Objects.from_collection(events.FatJet, {
+            "pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "msoftdrop": "msoftdrop",
+            "top_score": names.top_score})
         met = events[names.met]
         met_pt, met_phi = np.asarray(met.pt, np.float64), np.asarray(met.phi, np.float64)
 
@@ -214,7 +206,7 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
             sumw = file_sumw(meta["filename"], meta.get("treename", "Events"))
         base = mc_weight(np.asarray(events.genWeight), float(meta["xsec"]), self.lumi_pb, float(sumw))
         mu_sf = syst.muon_sf(muon["pt"][keep], muon["eta"][keep], self.corrections)
-        jets = jets[keep]
+        jets = jets.take(keep)
         b_sf = syst.btag_sf(jets, jets.btag > BTAG_MEDIUM, self.corrections)
         weights = {"nominal": base * mu_sf["nominal"] * b_sf["nominal"]}
         for s in ("up", "down"):

@@ -16,6 +16,7 @@ from zprime_grad.errors import UserError
 from zprime_grad.skim.toy import write_toy_nanoaod
 from zprime_grad_processors import zprime_reco as reco
 from zprime_grad_processors import zprime_systematics as syst
+from zprime_grad_processors.padded import Objects
 from zprime_grad_processors.zprime_ttbar import ZprimeTTbarProcessor
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nanoaod"
@@ -123,24 +124,30 @@ def test_scale_factor_weights_match_the_correction_file(mc_chunk):
         nominal, up = (_bin_lookup(muon, {"systematic": s, "abseta": abseta, "pt": pt}) for s in ("nominal", "up"))
         assert c.weights["muon_sf_up"][i] / c.weights["nominal"][i] == pytest.approx(up / nominal, rel=1e-5)
     btag = next(c for c in doc["corrections"] if c["name"] == "btag_sf")["data"]
-    jets = ak.Array([[{"pt": 120.0, "eta": 0.3, "hadronFlavour": 5}, {"pt": 40.0, "eta": -2.0, "hadronFlavour": 0}],
-                     [{"pt": 700.0, "eta": 1.0, "hadronFlavour": 4}], []])
-    tagged = ak.Array([[True, True], [False], []])
+    jets = Objects.from_collection(ak.Array([
+        [{"pt": 120.0, "eta": 0.3, "hadronFlavour": 5}, {"pt": 40.0, "eta": -2.0, "hadronFlavour": 0}],
+        [{"pt": 700.0, "eta": 1.0, "hadronFlavour": 4}], []]), {"pt": "pt", "eta": "eta", "hadronFlavour": "hadronFlavour"})
+    tagged = np.array([[True, True], [False, True], [True, True]])  # padding slots must not count
     got = syst.btag_sf(jets, tagged)
     for s in ("nominal", "up", "down"):
-        first = [_bin_lookup(btag, {"systematic": s, "flavour": j["hadronFlavour"], "abseta": abs(j["eta"]),
-                                    "pt": j["pt"]}) for j in jets[0]]
+        first = [_bin_lookup(btag, {"systematic": s, "flavour": f, "abseta": abs(eta), "pt": pt})
+                 for pt, eta, f in ((120.0, 0.3, 5), (40.0, -2.0, 0))]
         assert got[s] == pytest.approx([first[0] * first[1], 1.0, 1.0])
 
 
 def test_jer_is_deterministic_and_down_mirrors_up():
-    jets = ak.Array([[{"pt": 100.0, "eta": 0.1, "phi": 0.0, "mass": 10.0}] * 3, [{"pt": 50.0, "eta": 2.0, "phi": 1.0, "mass": 5.0}]])
+    jets = Objects.from_collection(ak.Array([[{"pt": 100.0, "eta": 0.1, "phi": 0.0, "mass": 10.0}] * 3,
+                                             [{"pt": 50.0, "eta": 2.0, "phi": 1.0, "mass": 5.0}]]),
+                                   {f: f for f in ("pt", "eta", "phi", "mass")})
     event = np.array([11, 12])
     a, b = syst.jet_variations(jets, event, salt=1), syst.jet_variations(jets, event, salt=1)
-    assert ak.all(a["jer_up"].pt == b["jer_up"].pt)
-    up, down = ak.flatten(a["jer_up"].pt - jets.pt), ak.flatten(a["jer_down"].pt - jets.pt)
-    assert np.allclose(up, -down) and np.ptp(np.asarray(up)[:3]) > 0  # different jets, different numbers
-    assert np.allclose(ak.flatten(a["jes_up"].pt / jets.pt), 1 + np.array([0.018] * 3 + [0.032]))
+    assert np.array_equal(a["jer_up"].pt, b["jer_up"].pt)
+    up, down = (a[v].pt[jets.valid] - jets.pt[jets.valid] for v in ("jer_up", "jer_down"))
+    assert np.allclose(up, -down) and np.ptp(up[:3]) > 0  # different jets, different numbers
+    assert np.allclose(a["jes_up"].pt[jets.valid] / jets.pt[jets.valid], 1 + np.array([0.018] * 3 + [0.032]))
+    assert (a["jes_up"].pt[~jets.valid] == 0).all()
+    c = syst.jet_variations(jets, event + 2, salt=1)
+    assert not np.allclose(c["jer_up"].pt, a["jer_up"].pt)  # seeded by the event number
 
 
 def test_neutrino_pz_satisfies_the_w_mass_constraint():
