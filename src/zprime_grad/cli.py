@@ -20,6 +20,7 @@ COMMANDS = [
     "zprime_grad.generate.cli",
     "zprime_grad.pipeline",
     "zprime_grad.stats.cli",
+    "zprime_grad.optimise.cli",
     "zprime_grad.skim.cli",
 ]
 

@@ -122,6 +122,61 @@ class SkimConfig(Strict):
         return self
 
 
+# --------------------------------------------------------------------------------------------- optimise
+class RelaxationConfig(Strict):
+    """Soft-cut sigmoid slope and KDE bandwidth (fraction of the bin width), annealed geometrically."""
+
+    slope_start: float = Field(10.0, gt=0, description="sigmoid slope in units of each cut's scale, epoch 0")
+    slope_end: float = Field(30.0, gt=0)
+    bandwidth_start: float = Field(0.3, gt=0, description="KDE bandwidth / bin width, epoch 0")
+    bandwidth_end: float = Field(0.1, gt=0)
+    anneal_epochs: int = Field(30, ge=0, description="epochs from start to end values (then held)")
+
+
+class TLSConfig(Strict):
+    """Client certificates for a tls:// Dask scheduler."""
+
+    ca_file: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+class OptimiseConfig(Strict):
+    """The gradient-based cut optimisation (zprime-grad optimise; Analysis.optimise)."""
+
+    epochs: int = Field(40, ge=0)
+    objective: Literal["discovery", "cls", "mu_uncertainty"] = "discovery"
+    gradient: Literal["auto", "forward", "reverse"] = "auto"
+    forward_max_params: int = Field(32, gt=0, description="auto: forward mode up to this many parameters")
+    learning_rate: float = Field(0.05, gt=0, description="Adam step, in units of each parameter's scale")
+    learning_rates: dict[str, float] = Field(default_factory=dict, description="per-parameter overrides")
+    observable: str = "mtt"
+    bins: int = Field(10, gt=0)
+    range: tuple[float, float] = (200.0, 3000.0)
+    kde_method: Literal["dense", "local"] = "dense"
+    relaxation: RelaxationConfig = RelaxationConfig()
+    signal: str = Field("zprime", description="the process scaled by the POI mu")
+    free_backgrounds: tuple[str, ...] = Field(("ttbar", "wjets"), description="normfactors fitted in the CRs")
+    xsec_uncertainty: dict[str, float] = Field(default_factory=lambda: {"single_top": 0.15})
+    default_xsec_uncertainty: float = Field(0.15, ge=0, description="other minor backgrounds")
+    background_floor: float = Field(1e-3, ge=0, description="events added per bin to every background")
+    patience: int = Field(10, gt=0, description="early stop after this many epochs without improvement")
+    min_delta: float = Field(1e-4, ge=0, description="relative improvement of train Z0 that counts")
+    lr_shrink: float = Field(0.5, gt=0, lt=1, description="learning-rate factor after a non-finite step")
+    max_rejections: int = Field(8, gt=0)
+    backend: Literal["local", "dask"] = "local"
+    workers: int = Field(2, gt=0, description="LocalCluster workers (dask backend without scheduler)")
+    scheduler: str | None = Field(None, description="tcp://, tls:// or gateway:// address")
+    tls: TLSConfig = TLSConfig()
+    fan_in: int = Field(8, ge=2, description="tree-reduction fan-in on the cluster")
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> "OptimiseConfig":
+        if not self.range[0] < self.range[1]:
+            raise ValueError("range must be (low, high) with low < high")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- root
 class AnalysisConfig(Strict):
     name: str = "zprime_ttbar"
@@ -133,6 +188,7 @@ class AnalysisConfig(Strict):
 class Config(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     generate: GenerateConfig
+    optimise: OptimiseConfig = OptimiseConfig()
     skim: SkimConfig = SkimConfig()
 
     source: str | None = Field(None, exclude=True, description="the file this config was read from")

@@ -1,0 +1,51 @@
+"""``zprime-grad optimise``: optimise the cut thresholds by gradient ascent of the expected significance."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import warnings
+
+from zprime_grad.cli import add_config_argument
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("optimise", help="optimise the cuts (exact distributed gradients)",
+                              description=__doc__.splitlines()[0])
+    add_config_argument(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
+    source.add_argument("--fileset", help="a coffea fileset JSON: skim it first (columns stay on the workers on dask)")
+    p.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
+    p.add_argument("--epochs", type=int, default=None, help="default: optimise.epochs")
+    p.add_argument("--gradient", choices=("auto", "forward", "reverse"), default=None)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pkl")
+    p.add_argument("--out", required=True, help="output directory")
+    # test hook: SIGKILL this process right after the checkpoint of the given epoch is written
+    p.add_argument("--kill-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zprime_grad.config import load_config
+    from zprime_grad.optimise.driver import optimise
+
+    config = load_config(args.config)
+    on_epoch = None
+    if args.kill_after_epoch is not None:
+        def on_epoch(state):
+            if state.epoch - 1 >= args.kill_after_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # coffea schema warnings when skimming from a fileset
+        result = optimise(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=args.backend,
+                          workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, resume=args.resume,
+                          gradient=args.gradient, on_epoch=on_epoch)
+    print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "
+          f"train {result['z_train_final']:.4f}, validation {result['z_valid_final']:.4f} -> {args.out}/params.json")
+    for p in result["parameters"]:
+        print(f"  {p['name']:20s} {p['init']:10.4g} -> {p['value']:10.4g} {p['unit']}")
+    return 0

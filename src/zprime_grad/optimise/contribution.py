@@ -1,0 +1,161 @@
+"""``contribution(chunk, θ, relaxation)``: one chunk's KDE templates, and their derivatives w.r.t. θ.
+
+This is the one function the cluster runs every epoch, next to the chunk it reads. Per channel the
+soft event weight is ``channel.soft_weight(columns, θ, slope)`` × the event weight × 2·[parity = half]
+(×2: each half stands for the full luminosity); the weighted binned KDE of the fit observable gives the
+templates of ``zprime_grad.optimise.layout`` for the training half (parity 0) and the validation half
+(parity 1). θ and the relaxation (slope, bandwidth as a fraction of the bin width) are traced, so an
+annealing schedule never recompiles; the `Layout` is static. One compilation per chunk bucket length
+and kernel (``TRACES`` counts them, per process).
+
+Worker entry points (they return small numpy arrays shaped by the layout, never event arrays):
+* `forward_part` — ``{"train": H, "jac": ∂H/∂θ, "valid": H}`` in one pass (``jax.jacfwd``);
+* `primal_part` — ``{"train": H, "valid": H}``;
+* `vjp_part` — ``{"grad": (∂H_train/∂θ)ᵀ · cotangent}`` (reverse mode, second round).
+"""
+
+from __future__ import annotations
+
+import collections
+from functools import partial
+from typing import NamedTuple
+
+import zprime_grad.jaxconfig  # noqa: F401
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zprime_grad.optimise.layout import NOMINAL, PARITY, Layout
+from zprime_grad.soft import kde_histogram
+
+Array = jax.Array
+TRACES: collections.Counter = collections.Counter()  # (kernel, chunk length) -> times traced here
+
+
+class Relaxation(NamedTuple):
+    """How soft the analysis is: sigmoid slope (per cut scale) and KDE bandwidth / bin width."""
+
+    slope: float
+    bandwidth: float
+
+
+def kernel_inputs(chunk, layout: Layout) -> dict:
+    """The arrays the kernel reads: needed columns, all weights, and the kinematic overlays."""
+    columns = {name: chunk.columns[name] for name in layout.columns}
+    overlays = {var: {name: chunk.variations[var].get(name, chunk.columns[name]) for name in layout.columns
+                      if name != PARITY}
+                for var in layout.kinematic_variations}
+    weights = {name: chunk.weights[name] for name in (NOMINAL, *layout.weight_variations)}
+    return {"columns": columns, "variations": overlays, "weights": weights}
+
+
+def _soft_channels(columns, theta: Array, slope, layout: Layout) -> Array:
+    params = {name: theta[i] for i, name in enumerate(layout.param_names)}
+    return jnp.stack([ch.soft_weight(columns, params, slope) for ch in layout.channels])  # [C, N]
+
+
+def _kde(x: Array, weights: Array, layout: Layout, bandwidth) -> tuple[Array, Array]:
+    """KDE of one observable column for a stack of weight vectors ``[K, N]`` (the kernel computed once)."""
+    edges = jnp.asarray(layout.edges)
+
+    def one(w):
+        return kde_histogram(x, w, edges, bandwidth, relative=True, method=layout.kde_method, window=layout.kde_window)
+
+    return jax.vmap(one)(weights)
+
+
+def histograms(inputs: dict, theta: Array, relax: Relaxation, layout: Layout) -> tuple[Array, Array]:
+    """Pure JAX: ``(train, valid)`` histograms ``[channel, template, bin]`` of one chunk."""
+    cols = inputs["columns"]
+    parity = jnp.asarray(cols[PARITY], float)
+    halves = jnp.stack([2.0 * (1.0 - parity), 2.0 * parity])  # [2, N]: train, valid
+    weight_names = (NOMINAL, *layout.weight_variations)
+    w = jnp.stack([jnp.asarray(inputs["weights"][k], float) for k in weight_names])  # [W, N]
+    train, valid = [], []
+    soft = _soft_channels(cols, theta, relax.slope, layout)  # [C, N]
+    for c, channel in enumerate(layout.channels):
+        x = jnp.asarray(cols[channel.observable], float)
+        stacked = (halves[:, None, :] * w[None, :, :] * soft[c][None, None, :]).reshape(-1, x.shape[0])
+        yields, sumw2 = _kde(x, stacked, layout, relax.bandwidth)  # [2*W, B]
+        yields, sumw2 = yields.reshape(2, len(weight_names), -1), sumw2.reshape(2, len(weight_names), -1)
+        rows = [[yields[h, 0], sumw2[h, 0], *[yields[h, i] for i in range(1, len(weight_names))]] for h in (0, 1)]
+        for var in layout.kinematic_variations:
+            vcols = {**cols, **inputs["variations"][var]}
+            vsoft = channel.soft_weight(vcols, {n: theta[i] for i, n in enumerate(layout.param_names)}, relax.slope)
+            vx = jnp.asarray(vcols[channel.observable], float)
+            vy, _ = _kde(vx, halves * (w[0] * vsoft)[None, :], layout, relax.bandwidth)  # [2, B]
+            rows[0].append(vy[0])
+            rows[1].append(vy[1])
+        train.append(jnp.stack(rows[0]))
+        valid.append(jnp.stack(rows[1]))
+    return jnp.stack(train), jnp.stack(valid)
+
+
+def _count(kernel: str, inputs) -> None:
+    """Python side effect inside a jitted body: runs once per trace (= compilation), never per call."""
+    TRACES[(kernel, int(inputs["weights"][NOMINAL].shape[0]))] += 1
+
+
+@partial(jax.jit, static_argnames=("layout",))
+def _primal(inputs, theta, relax, layout):
+    _count("primal", inputs)
+    return histograms(inputs, theta, relax, layout)
+
+
+@partial(jax.jit, static_argnames=("layout",))
+def _forward(inputs, theta, relax, layout):
+    _count("forward", inputs)
+    def train_with_valid(t):
+        train, valid = histograms(inputs, t, relax, layout)
+        return train, (train, valid)
+
+    jac, (train, valid) = jax.jacfwd(train_with_valid, has_aux=True)(theta)
+    return train, jac, valid
+
+
+@partial(jax.jit, static_argnames=("layout",))
+def _vjp(inputs, theta, relax, cotangent, layout):
+    _count("vjp", inputs)
+    _, pullback = jax.vjp(lambda t: histograms(inputs, t, relax, layout)[0], theta)
+    return pullback(cotangent)[0]
+
+
+# ----------------------------------------------------------------------------------- worker side
+def _embed(layout: Layout, process: str, values: np.ndarray) -> np.ndarray:
+    """Place one process's ``[C, T, B, …]`` block into the full ``[P, C, T, B, …]`` array."""
+    out = np.zeros((len(layout.processes), *values.shape))
+    out[layout.process_index(process)] = values
+    return out
+
+
+def _args(theta, relax):
+    return jnp.asarray(theta, float), Relaxation(*(jnp.asarray(v, float) for v in relax))
+
+
+def forward_part(chunk, layout: Layout, theta, relax) -> dict:
+    train, jac, valid = _forward(kernel_inputs(chunk, layout), *_args(theta, relax), layout)
+    return {"train": _embed(layout, chunk.process, np.asarray(train)),
+            "jac": _embed(layout, chunk.process, np.asarray(jac)),
+            "valid": _embed(layout, chunk.process, np.asarray(valid))}
+
+
+def primal_part(chunk, layout: Layout, theta, relax) -> dict:
+    train, valid = _primal(kernel_inputs(chunk, layout), *_args(theta, relax), layout)
+    return {"train": _embed(layout, chunk.process, np.asarray(train)),
+            "valid": _embed(layout, chunk.process, np.asarray(valid))}
+
+
+def vjp_part(chunk, layout: Layout, theta, relax, cotangent) -> dict:
+    cot = jnp.asarray(np.asarray(cotangent)[layout.process_index(chunk.process)], float)
+    return {"grad": np.asarray(_vjp(kernel_inputs(chunk, layout), *_args(theta, relax), cot, layout))}
+
+
+def trace_counts() -> dict:
+    """``{"kernel@length": n}`` traced in this process (a worker: fetch with ``client.run``)."""
+    return {f"{k}@{n}": v for (k, n), v in sorted(TRACES.items())}
+
+
+def compiled_counts() -> dict:
+    """Executables in the jit caches of the three kernels in this process."""
+    return {"primal": _primal._cache_size(), "forward": _forward._cache_size(), "vjp": _vjp._cache_size()}

@@ -1,0 +1,239 @@
+"""The optimisation driver: backend + layout + model + loop, checkpoints and output files.
+
+One epoch in ``forward`` mode is one round on the cluster (Σ h_c, Σ ∂h_c/∂θ, Σ h_c of the validation
+half); in ``reverse`` mode two (Σ h_c; then Σ VJP_c with the cotangent ∂f/∂H the driver computed).
+``auto`` picks forward for up to ``optimise.forward_max_params`` parameters. The driver only ever holds θ,
+the optimiser state, and arrays shaped by the layout (checked on every reduction).
+
+Outputs in ``OUT/``: ``optimisation.json`` (per epoch: Z train/validation, gradient, θ, relaxation, wall
+time; rewritten each epoch), ``params.json`` (final θ with names, units, bounds), ``workspace.json``
+(the pyhf workspace of the final soft templates), ``checkpoint.pkl`` (see ``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from zprime_grad.config import Config
+from zprime_grad.errors import UserError
+from zprime_grad.optimise import checkpoint
+from zprime_grad.optimise.contribution import Relaxation, forward_part, primal_part, vjp_part
+from zprime_grad.optimise.layout import Layout, make_layout, parameter_table, parameter_units
+from zprime_grad.optimise.loop import (Evaluation, LoopSettings, LoopState, init_state, make_optimiser,
+                                       relaxation_schedule, run)
+from zprime_grad.optimise.model import ModelSettings, build_spec
+from zprime_grad.optimise.objective import Objective, chain_rule
+from zprime_grad.soft import kde_window
+
+log = logging.getLogger(__name__)
+RUN_FIELDS_EXCLUDED = {"epochs", "backend", "workers", "scheduler", "tls", "fan_in"}  # do not change results
+
+
+def _processor_channels(config: Config):
+    from zprime_grad.skim.runner import load_processor
+
+    return load_processor(config.analysis.processor).channels
+
+
+@dataclass
+class Problem:
+    """Everything fixed for one optimisation run."""
+
+    layout: Layout
+    settings: ModelSettings
+    objective: Objective
+    mode: str
+    schedule: Callable[[int], Relaxation]
+    loop: LoopSettings
+    optimiser: object
+    theta0: np.ndarray
+    config_hash: str
+
+
+def build_layout(config: Config, descriptions: list[dict]) -> Layout:
+    opt = config.optimise
+    window = None
+    if opt.kde_method == "local":
+        width = (opt.range[1] - opt.range[0]) / opt.bins
+        window = kde_window(np.linspace(*opt.range, opt.bins + 1),
+                            max(opt.relaxation.bandwidth_start, opt.relaxation.bandwidth_end) * width)
+    return make_layout(descriptions, _processor_channels(config), observable=opt.observable, bins=opt.bins,
+                       value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window)
+
+
+def gradient_mode(requested: str, n_params: int, forward_max: int) -> str:
+    if requested == "auto":
+        return "forward" if n_params <= forward_max else "reverse"
+    if requested not in ("forward", "reverse"):
+        raise UserError(f"optimise.gradient: '{requested}' is not auto, forward or reverse")
+    return requested
+
+
+def run_hash(config: Config, descriptions: list[dict]) -> str:
+    """What a checkpoint is valid for: the analysis, the result-relevant optimise fields, the chunks."""
+    chunks = sorted((tuple(d["key"]), d["n_events"], d["process"]) for d in descriptions)
+    payload = {"analysis": config.analysis.model_dump(mode="json"),
+               "optimise": config.optimise.model_dump(mode="json", exclude=RUN_FIELDS_EXCLUDED),
+               "chunks": chunks}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_problem(config: Config, backend, gradient: str | None = None) -> Problem:
+    opt = config.optimise
+    descriptions = backend.descriptions()
+    layout = build_layout(config, descriptions)
+    settings = ModelSettings.from_config(config)
+    params = parameter_table(layout)
+    unknown = sorted(set(opt.learning_rates) - set(layout.param_names))
+    if unknown:
+        raise UserError(f"optimise.learning_rates: unknown parameters {unknown} (have {list(layout.param_names)})")
+    rel = opt.relaxation
+    schedule = relaxation_schedule((rel.slope_start, rel.slope_end), (rel.bandwidth_start, rel.bandwidth_end),
+                                   rel.anneal_epochs)
+    theta0 = np.array([p.init for p in params], float)
+    mode = gradient_mode(gradient or opt.gradient, len(params), opt.forward_max_params)
+    start = backend.map_reduce(first_round(mode), layout=layout, theta=theta0, relax=tuple(schedule(0)))
+    check_reduced(start, layout)
+    objective = Objective(opt.objective, layout, settings, start["train"])
+    optimiser = make_optimiser([p.scale for p in params], [opt.learning_rates.get(p.name, opt.learning_rate) for p in params])
+    loop = LoopSettings(lower=np.array([p.bounds[0] for p in params], float),
+                        upper=np.array([p.bounds[1] for p in params], float), patience=opt.patience,
+                        min_delta=opt.min_delta, lr_shrink=opt.lr_shrink, max_rejections=opt.max_rejections,
+                        anneal_epochs=rel.anneal_epochs)
+    return Problem(layout, settings, objective, mode, schedule, loop, optimiser, theta0,
+                   run_hash(config, descriptions))
+
+
+def first_round(mode: str):
+    """The kernel of an epoch's first round: forward mode's also serves primal-only evaluations
+    (one compilation per bucket instead of two)."""
+    return forward_part if mode == "forward" else primal_part
+
+
+def check_reduced(result: dict, layout: Layout) -> None:
+    """The invariant: what reaches the driver is shaped by the layout, never by the events."""
+    base = layout.shape
+    allowed = {"train": base, "valid": base, "jac": (*base, len(layout.param_names)), "grad": (len(layout.param_names),)}
+    for key, value in result.items():
+        if not isinstance(value, np.ndarray) or value.shape != allowed.get(key):
+            raise RuntimeError(f"reduction returned {key} of type {type(value).__name__} "
+                               f"shape {getattr(value, 'shape', None)}; expected {allowed.get(key)}")
+
+
+class Evaluator:
+    """θ, relaxation → `Evaluation` (objective and exact gradient on the even events, objective on the odd)."""
+
+    def __init__(self, backend, problem: Problem):
+        self.backend, self.problem = backend, problem
+
+    def reduce(self, func, **kwargs) -> dict:
+        result = self.backend.map_reduce(func, layout=self.problem.layout, **kwargs)
+        check_reduced(result, self.problem.layout)
+        return result
+
+    def __call__(self, theta: np.ndarray, relax: Relaxation) -> Evaluation:
+        objective, relax = self.problem.objective, tuple(float(v) for v in relax)
+        if self.problem.mode == "forward":
+            r = self.reduce(forward_part, theta=theta, relax=relax)
+            value, dfdH = objective.value_and_grad(r["train"])
+            grad = chain_rule(dfdH, r["jac"])
+        else:
+            r = self.reduce(primal_part, theta=theta, relax=relax)
+            value, dfdH = objective.value_and_grad(r["train"])
+            grad = self.reduce(vjp_part, theta=theta, relax=relax, cotangent=dfdH)["grad"]
+        return Evaluation(value, grad, objective.value(r["valid"]))
+
+    def histograms(self, theta: np.ndarray, relax: Relaxation) -> dict:
+        """Reduced histograms (train, valid) at θ, with the first-round kernel of the mode."""
+        return self.reduce(first_round(self.problem.mode), theta=theta, relax=tuple(float(v) for v in relax))
+
+
+# -------------------------------------------------------------------------------------------- outputs
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def history_payload(problem: Problem, state: LoopState, backend) -> dict:
+    return {"objective": problem.objective.kind, "gradient_mode": problem.mode, "backend": backend.name,
+            "config_hash": problem.config_hash, "parameters": list(problem.layout.param_names),
+            "processes": list(problem.layout.processes), "channels": list(problem.layout.channel_names),
+            "templates": list(problem.layout.templates), "edges": list(problem.layout.edges),
+            "stopped": state.stopped, "best_epoch": state.best_epoch, "epochs": state.history}
+
+
+def params_payload(problem: Problem, state: LoopState, final: dict) -> dict:
+    units = parameter_units(problem.layout)
+    table = parameter_table(problem.layout)
+    return {"objective": problem.objective.kind, "epochs_run": state.epoch, "stopped": state.stopped,
+            **final,
+            "parameters": [{"name": p.name, "value": float(v), "init": p.init, "unit": units.get(p.name, ""),
+                            "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, state.theta)],
+            "best": {"epoch": state.best_epoch, "z_train": state.best_value,
+                     "theta": None if state.best_theta is None else dict(zip(problem.layout.param_names,
+                                                                             map(float, state.best_theta)))}}
+
+
+def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | None = None,
+             workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
+             resume: bool = False, gradient: str | None = None, client=None, progress: bool | None = None,
+             on_epoch: Callable[[LoopState], None] | None = None) -> dict:
+    """Run (or resume) the optimisation; returns the ``params.json`` payload."""
+    from zprime_grad.optimise.sources import open_backend
+
+    opt = config.optimise
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = opt.epochs if epochs is None else epochs
+    be = open_backend(config, backend=backend or opt.backend, columns=columns, fileset=fileset, client=client,
+                      workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
+    try:
+        problem = build_problem(config, be, gradient)
+        state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
+        evaluator = Evaluator(be, problem)
+        bar = _progress(epochs, state.epoch, progress)
+
+        def after_epoch(s: LoopState) -> None:
+            checkpoint.save(out, s, problem.config_hash)
+            _write_json(out / "optimisation.json", history_payload(problem, s, be))
+            last = s.history[-1]
+            bar.update(1)
+            bar.set_postfix_str("rejected" if last["rejected"] else f"Z0={last['z_train']:.4f} "
+                                f"val={last['z_valid']:.4f} |grad|={last['grad_norm']:.3g}")
+            if on_epoch is not None:
+                on_epoch(s)
+
+        log.info("optimise: %d parameters, %s mode, %s backend, layout %s, from epoch %d", len(problem.theta0),
+                 problem.mode, be.name, problem.layout.shape, state.epoch)
+        state = run(state, evaluator, problem.optimiser, problem.loop, problem.schedule, epochs, after_epoch)
+        bar.close()
+        if state.stopped:
+            log.info("optimise: stopped early: %s", state.stopped)
+        final_relax = problem.schedule(max(state.epoch - 1, 0))
+        H = evaluator.histograms(state.theta, final_relax)
+        final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
+                 "relaxation_final": dict(final_relax._asdict())}
+        _write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
+        _write_json(out / "optimisation.json", history_payload(problem, state, be))
+        payload = params_payload(problem, state, final)
+        _write_json(out / "params.json", payload)
+        return payload
+    finally:
+        be.close()
+
+
+def _progress(total: int, initial: int, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    disable = None if enabled is None else not enabled
+    return tqdm(total=total, initial=initial, desc="optimise", unit="epoch", disable=disable, leave=False)

@@ -1,0 +1,138 @@
+"""What the cluster computes and how the driver reads it: the static layout of the reduced histograms.
+
+Every chunk's contribution, and their sum ``H``, is one float64 array per data half::
+
+    H[process, channel, template, bin]      template = "nominal", "sumw2", then each variation
+
+``sumw2`` is Σ(w·p)² of the nominal KDE (the MC statistical variance); the variations are weight
+variations (``btag_sf_up`` …: nominal columns, varied weight) and kinematic variations (``jes_up`` …:
+varied columns through ``ColumnChunk.view``, nominal weight), exactly those present in the MC chunks.
+The layout is frozen and hashable: it is the static argument of the jitted per-chunk kernel, so one
+layout means one compilation per chunk bucket length. Data chunks take no part (the objective is the
+expected significance on Asimov data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from zprime_grad.errors import UserError
+from zprime_grad.selection import Channel, Parameter, columns_needed, parameters
+
+NOMINAL, SUMW2 = "nominal", "sumw2"
+PARITY = "parity"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The static shape of a contribution: processes × channels × templates × bins, and θ's order."""
+
+    channels: tuple[Channel, ...]
+    processes: tuple[str, ...]
+    weight_variations: tuple[str, ...]
+    kinematic_variations: tuple[str, ...]
+    edges: tuple[float, ...]
+    param_names: tuple[str, ...]
+    columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable, parity)
+    kde_method: str = "dense"
+    kde_window: int | None = None  # static window of the "local" KDE (for the widest bandwidth)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return (NOMINAL, SUMW2, *self.weight_variations, *self.kinematic_variations)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) - 1
+
+    @property
+    def bin_width(self) -> float:
+        return (self.edges[-1] - self.edges[0]) / self.n_bins
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.processes), len(self.channels), len(self.templates), self.n_bins)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.channels)
+
+    def process_index(self, process: str) -> int:
+        return self.processes.index(process)
+
+    def systematics(self) -> dict[str, tuple[str, str]]:
+        """Up/down template pairs by systematic name: ``{"jes": ("jes_up", "jes_down"), …}``."""
+        names = (*self.weight_variations, *self.kinematic_variations)
+        pairs = {}
+        for up in names:
+            if up.endswith("_up") and up[:-3] + "_down" in names:
+                pairs[up[: -len("_up")]] = (up, up[:-3] + "_down")
+        return pairs
+
+
+def chunk_description(chunk) -> dict:
+    """The few facts about a chunk that fix the layout (computed next to the chunk on a cluster)."""
+    return {"process": chunk.process, "is_data": bool(chunk.is_data), "length": int(chunk.length),
+            "n_events": int(chunk.n_events), "key": [str(k) for k in chunk.key],
+            "weights": sorted(chunk.weights), "variations": sorted(chunk.variations),
+            "columns": sorted(chunk.columns)}
+
+
+def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str, bins: int,
+                value_range: tuple[float, float], kde_method: str = "dense",
+                kde_window: int | None = None) -> Layout:
+    """Derive the layout from the MC chunks' descriptions; inconsistent chunks are a ``UserError``."""
+    mc = [d for d in descriptions if not d["is_data"]]
+    if not mc:
+        raise UserError("optimise: the columns contain no simulated (MC) chunks")
+    weights, variations = set(mc[0]["weights"]), set(mc[0]["variations"])
+    for d in mc[1:]:
+        if set(d["weights"]) != weights or set(d["variations"]) != variations:
+            raise UserError(f"optimise: chunk {d['key']} has weights/variations {d['weights']}/{d['variations']}, "
+                            f"others have {sorted(weights)}/{sorted(variations)}: skim them with one processor")
+    needed = columns_needed(channels) | {PARITY}
+    missing = sorted(needed - set(mc[0]["columns"]))
+    if missing:
+        raise UserError(f"optimise: the skimmed columns lack {missing} (needed by the channels / observable)")
+    if NOMINAL not in weights:
+        raise UserError("optimise: the chunks have no 'nominal' weight")
+    channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
+    edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
+    return Layout(
+        channels=channels,
+        processes=tuple(sorted({d["process"] for d in mc})),
+        weight_variations=tuple(sorted(weights - {NOMINAL})),
+        kinematic_variations=tuple(sorted(variations)),
+        edges=edges,
+        param_names=tuple(sorted(parameters(channels))),
+        columns=tuple(sorted(needed | {observable})),
+        kde_method=kde_method,
+        kde_window=kde_window,
+    )
+
+
+def parameter_table(layout: Layout) -> list[Parameter]:
+    """The declared parameters in θ's order (name, init, bounds, scale)."""
+    found = parameters(layout.channels)
+    return [found[n] for n in layout.param_names]
+
+
+_GEV_HINTS = ("pt", "ht", "met", "mass", "mtt", "energy", "st")
+
+
+def parameter_units(layout: Layout) -> dict[str, str]:
+    """'GeV' for thresholds on momenta/masses, '' for scores (from the column each cut reads)."""
+    units: dict[str, str] = {}
+    for cut in _all_cuts(layout.channels):
+        tokens = cut.column.lower().split("_")
+        units[cut.param] = "GeV" if any(t in _GEV_HINTS for t in tokens) else ""
+    return units
+
+
+def _all_cuts(channels: Iterable[Channel]):
+    for channel in channels:
+        for cut in channel.cuts:
+            yield from getattr(cut, "cuts", (cut,))
