@@ -13,15 +13,34 @@ import awkward as ak
 import numpy as np
 
 
-def pad_jagged(values, counts: np.ndarray, width: int, dtype=np.float64) -> np.ndarray:
-    """(events, width) array of a jagged array's values; zero beyond each event's count."""
-    flat = np.asarray(ak.to_numpy(ak.flatten(values)), dtype=dtype)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    index = starts[:, None] + np.arange(width)[None, :]
+def _gather_index(values, rows: np.ndarray, width: int | None = None):
+    """Where each (row, slot) of the padded array comes from in the flattened branch, and validity."""
+    counts = np.asarray(ak.num(values), dtype=np.int64)
+    starts = (np.cumsum(counts) - counts)[rows]
+    counts = counts[rows]
+    if width is None:
+        width = max(int(counts.max()) if len(counts) else 0, 1)
     valid = np.arange(width)[None, :] < counts[:, None]
+    return np.where(valid, starts[:, None] + np.arange(width)[None, :], 0), valid
+
+
+def _gather(values, index: np.ndarray, valid: np.ndarray, dtype) -> np.ndarray:
+    flat = np.asarray(ak.to_numpy(ak.flatten(values)), dtype=dtype)
     if len(flat) == 0:
-        return np.zeros((len(counts), width), dtype)
-    return np.where(valid, flat[np.minimum(index, len(flat) - 1)], 0).astype(dtype)
+        return np.zeros(index.shape, dtype)
+    out = flat[index]
+    out[~valid] = 0
+    return out
+
+
+def pad_jagged(values, rows: np.ndarray, width: int, dtype=np.float64) -> np.ndarray:
+    """(len(rows), width) array of a jagged array's values in the selected rows; zero beyond each count.
+
+    ``values`` is the unfiltered NanoAOD branch, so flattening it is a slice, not a copy through an
+    index (filtering the jagged array first makes awkward carry every column: 3x slower).
+    """
+    index, valid = _gather_index(values, rows, width)
+    return _gather(values, index, valid, dtype)
 
 
 @dataclass(frozen=True)
@@ -32,12 +51,15 @@ class Objects:
     valid: np.ndarray
 
     @classmethod
-    def from_collection(cls, collection, names: dict[str, str]) -> "Objects":
-        """``names``: output field -> branch field of the NanoEvents collection (e.g. btag -> btagDeepB)."""
-        counts = np.asarray(ak.num(collection), dtype=np.int64)
-        width = max(int(counts.max()) if len(counts) else 0, 1)
-        fields = {out: pad_jagged(collection[branch], counts, width) for out, branch in names.items()}
-        return cls(fields, np.arange(width)[None, :] < counts[:, None])
+    def from_collection(cls, collection, names: dict[str, str], rows=None) -> "Objects":
+        """``names``: output field -> branch field of an (unfiltered) NanoEvents collection, e.g.
+        btag -> btagDeepB; ``rows``: the events to keep (boolean mask or indices; default all)."""
+        n = len(collection)
+        rows = np.arange(n) if rows is None else np.asarray(rows)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        index, valid = _gather_index(collection, rows)  # offsets are shared by every field
+        fields = {out: _gather(collection[branch], index, valid, np.float64) for out, branch in names.items()}
+        return cls(fields, valid)
 
     def __getattr__(self, name: str) -> np.ndarray:
         try:

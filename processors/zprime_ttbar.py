@@ -30,7 +30,7 @@ from zprime_grad.selection import Channel, CountCut, Cut, initial_params, parame
 from zprime_grad_processors import zprime_reco as reco
 from zprime_grad_processors import zprime_systematics as syst
 from zprime_grad_processors.nanoaod_branches import branch_names, resolve
-from zprime_grad_processors.padded import Objects
+from zprime_grad_processors.padded import Objects, pad_jagged
 
 MUON_PT, MUON_ETA, MUON_MINI_ISO_ID, MUON_MINI_ISO = 55.0, 2.4, 2, 0.20
 JET_PT, JET_ETA, JET_ID_TIGHT, JET_MUON_DR = 30.0, 2.4, 2, 0.4
@@ -94,18 +94,22 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
                     else muons[iso_branch] < MUON_MINI_ISO)
         return (muons.pt > MUON_PT) & (abs(muons.eta) < MUON_ETA) & muons.tightId & isolated
 
-    def select_jets(self, jets: Objects, muon) -> Objects:
+    def jet_quality(self, jets: Objects, muon) -> np.ndarray:
+        """The jet cuts JES/JER cannot change: tight ID, |η|, no overlap with the muon."""
         clean = reco.delta_r(jets.eta, jets.phi, muon["eta"][:, None], muon["phi"][:, None]) > JET_MUON_DR
         tight = (jets.jetId.astype(np.int64) & JET_ID_TIGHT) > 0
-        return jets.where(tight & (jets.pt > JET_PT) & (np.abs(jets.eta) < JET_ETA) & clean).sorted_by_pt()
+        return tight & (np.abs(jets.eta) < JET_ETA) & clean
+
+    def select_jets(self, jets: Objects, quality: np.ndarray) -> Objects:
+        return jets.where(quality & (jets.pt > JET_PT)).sorted_by_pt()
 
     def select_fatjets(self, fatjets: Objects) -> Objects:
         return fatjets.where((fatjets.pt > FATJET_PT) & (np.abs(fatjets.eta) < FATJET_ETA)).sorted_by_pt()
 
     # -------------------------------------------------------------------------------- observables
-    def kinematics(self, muon, jets: Objects, fatjets: Objects, met_pt, met_phi):
+    def kinematics(self, muon, jet_quality, jets: Objects, fatjets: Objects, met_pt, met_phi):
         """Everything JES/JER can change, for one variation: padded objects, baseline, observables."""
-        jets, fatjets = self.select_jets(jets, muon), self.select_fatjets(fatjets)
+        jets, fatjets = self.select_jets(jets, jet_quality), self.select_fatjets(fatjets)
         n_jets, n_fat = jets.count(), fatjets.count()
         cols = {f"jet_{f}": jets.slots(f, JET_SLOTS) for f in ("pt", "eta", "phi", "mass", "btag")}
         cols.update({f"fatjet_{f}": fatjets.slots(f, FATJET_SLOTS)
@@ -151,17 +155,19 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
             trigger |= np.asarray(events.HLT[path.removeprefix("HLT_")], dtype=bool)
         good_mu = self.good_muons(events.Muon, names.muon_iso)
         pre = trigger & (ak.sum(good_mu, axis=1) == 1) & (ak.num(events.Jet) >= 2) & (ak.num(events.FatJet) >= 1)
-        events, good_mu = events[pre], good_mu[pre]
+        rows = np.flatnonzero(pre)  # objects are padded straight from the unfiltered branches
 
-        mu = ak.firsts(events.Muon[good_mu])
-        muon = {f: np.asarray(mu[f], dtype=np.float64) for f in ("pt", "eta", "phi", "mass")}
+        muons = Objects.from_collection(events.Muon, {f: f for f in ("pt", "eta", "phi", "mass")}, rows)
+        the_muon = pad_jagged(good_mu, rows, muons.valid.shape[1], dtype=bool).argmax(axis=1)[:, None]
+        muon = {f: np.take_along_axis(muons.fields[f], the_muon, 1)[:, 0] for f in ("pt", "eta", "phi", "mass")}
         jet_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "jetId": "jetId", "btag": names.btag}
         if not is_data:
             jet_fields["hadronFlavour"] = "hadronFlavour"
-        jets = Objects.from_collection(events.Jet, jet_fields)
+        jets = Objects.from_collection(events.Jet, jet_fields, rows)
         fatjets = Objects.from_collection(events.FatJet, {
             "pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "msoftdrop": "msoftdrop",
-            "top_score": names.top_score})
+            "top_score": names.top_score}, rows)
+        events = events[pre]
         met = events[names.met]
         met_pt, met_phi = np.asarray(met.pt, np.float64), np.asarray(met.phi, np.float64)
 
@@ -172,7 +178,8 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
             fat_var = syst.jet_variations(fatjets, event_number, salt=2, path=self.corrections)
             for v in syst.KINEMATIC_VARIATIONS:
                 inputs[v] = (jet_var[v], fat_var[v], *syst.propagate_to_met(met_pt, met_phi, jets, jet_var[v]))
-        per_variation = {v: self.kinematics(muon, *args) for v, args in inputs.items()}
+        quality = self.jet_quality(jets, muon)
+        per_variation = {v: self.kinematics(muon, quality, *args) for v, args in inputs.items()}
         keep = np.logical_or.reduce([cols["baseline"] for cols, _ in per_variation.values()])
 
         nominal_cols, nominal_jets = per_variation.pop("nominal")
