@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from distributed import Client, LocalCluster
 
 from zprime_grad.analysis import Analysis
 from zprime_grad.columns import ColumnChunk, concatenate
-from zprime_grad.skim.resident import ResidentChunks, chunk_nbytes
+from zprime_grad.skim.resident import ResidentChunks, chunk_digest, chunk_nbytes
 from zprime_grad.skim.toy import write_toy_nanoaod
 
 CHUNKSIZE = 1500
@@ -100,3 +103,21 @@ def test_skim_counts_match_the_hard_selection_of_the_columns(analysis, toy_files
         assert total == direct
     signal = sum(s["counts"]["signal"]["raw"] for s in result.summaries)
     assert signal > 0
+
+
+def test_a_lost_worker_costs_a_recomputation_not_the_run(analysis, toy_fileset, client):
+    """Kill the worker process holding a chunk: the chunk is recomputed from its lineage, identical."""
+    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
+        before = client.gather(resident.map(chunk_digest))
+        victim = sorted(resident.who_has().values())[0][0]
+        lost = [k for k, w in resident.who_has().items() if w == [victim]]
+        assert lost
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a fresh worker; the chunk's memory is gone
+        deadline = time.monotonic() + 60
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert victim not in client.scheduler_info()["workers"]
+        after = client.gather(resident.map(chunk_digest))
+        assert after == before
+        assert all(f.status == "finished" for f in resident.futures)

@@ -9,6 +9,7 @@ Every function a worker runs lives here, in the installed package (never in ``__
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ def summarise(chunk: ColumnChunk, processor) -> dict:
 
 def chunk_nbytes(chunk: ColumnChunk) -> int:
     return chunk.nbytes
+
+
+def chunk_digest(chunk: ColumnChunk) -> str:
+    """A content hash of a chunk: compare resident chunks across runs without moving them."""
+    return hashlib.sha256(chunk.to_npz_bytes()).hexdigest()
 
 
 def _identity(x):
