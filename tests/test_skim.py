@@ -105,6 +105,19 @@ def test_skim_counts_match_the_hard_selection_of_the_columns(analysis, toy_files
     assert signal > 0
 
 
+
+def test_cli_on_an_existing_scheduler_leaves_it_running(toy_fileset, client, tmp_path, capsys):
+    from zprime_grad.cli import main
+
+    address = client.scheduler.address
+    rc = main(["skim", "--fileset", str(toy_fileset), "--executor", "dask", "--scheduler", address,
+               "--chunksize", str(CHUNKSIZE), "--out", str(tmp_path / "S")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "S" / "skim.json").read_text())
+    assert report["executor"] == "dask" and report["datasets"]["ttbar"]["channels"]["signal"]["raw"] > 0
+    assert len(client.scheduler_info()["workers"]) == 2  # the CLI did not shut down a cluster it did not start
+    assert not client.who_has()  # and released every chunk it made
+
 def test_a_lost_worker_costs_a_recomputation_not_the_run(analysis, toy_fileset, client):
     """Kill the worker process holding a chunk: the chunk is recomputed from its lineage, identical."""
     with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:

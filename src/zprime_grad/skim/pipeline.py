@@ -55,18 +55,19 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None) -> Sk
                            chunksize=options.chunksize, treename=options.treename)
         result.bad_files = bad
         return result
-    owned = None
+    owned_client, owned_cluster = client is None, None
     if client is None:
-        client, owned = connect(options)
+        client, owned_cluster = connect(options)
     try:
         result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
                           retries=options.retries)
     except BaseException:
-        if owned is not None:
+        if owned_client:
             client.close()
-            owned.close()
+        if owned_cluster is not None:
+            owned_cluster.close()
         raise
-    result.bad_files, result.owned_cluster = bad, owned
+    result.bad_files, result.owned_client, result.owned_cluster = bad, owned_client, owned_cluster
     return result
 
 

@@ -83,7 +83,8 @@ class ResidentChunks:
     summaries: list[dict]
     bad_files: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
-    owned_cluster: object = None  # a LocalCluster this handle started and must close
+    owned_client: bool = False  # this handle opened the client (and maybe a LocalCluster): close them
+    owned_cluster: object = None
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -112,8 +113,10 @@ class ResidentChunks:
         for f in self.futures:
             f.release()
         self.futures = []
-        if self.owned_cluster is not None:
+        if self.owned_client:
             self.client.close()
+            self.owned_client = False
+        if self.owned_cluster is not None:
             self.owned_cluster.close()
             self.owned_cluster = None
 
