@@ -1,17 +1,22 @@
 """``zprime-grad run``: the whole chain on one config, each stage reusing its cached outputs.
 
-Stages run in data-flow order: generate → skim → optimise → validate → report. A stage whose
-module is not part of this installation yet is reported as skipped, never faked.
+Stages run in data-flow order: generate → skim → optimise → validate → report, each writing into
+its own folder under ``--out`` and skipping work whose inputs did not change (the generator's files
+are keyed by their settings, the skim by config + inputs, the optimisation resumes from its
+checkpoint). Validation and the report are not part of this version yet; ``run`` says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+NOT_YET = ("validate", "report")
 
 
 def register(subparsers) -> None:
@@ -20,24 +25,59 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="generate (if needed) -> skim -> optimise -> validate -> report")
     add_config_argument(p)
     p.add_argument("--events", type=int, help="events per generated sample (default: generate.events)")
-    p.add_argument("--workers", type=int, help="worker processes")
+    p.add_argument("--fileset", help="skip generation: skim this coffea fileset JSON instead")
+    p.add_argument("--backend", choices=("local", "dask"), help="optimisation backend (default: config)")
+    p.add_argument("--workers", type=int, help="worker processes for every stage")
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp:// or tls://) for skim and optimise")
+    p.add_argument("--epochs", type=int, help="optimisation epochs (default: config)")
     p.add_argument("--out", default="outputs/default", help="output directory")
     p.set_defaults(func=run)
 
 
+def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, workers=None, scheduler=None,
+              epochs=None, progress: bool = False) -> dict:
+    """Run every available stage; returns ``{stage: output path}``."""
+    from zprime_grad.generate import generate_dataset
+    from zprime_grad.optimise import checkpoint
+    from zprime_grad.optimise.driver import optimise
+    from zprime_grad.skim.pipeline import skim_options, skim_to_directory
+
+    out.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, str] = {}
+    if fileset is None:
+        fileset = generate_dataset(config, events=events, workers=workers, progress=progress)
+        log.info("run: generate -> %s", fileset)
+    outputs["fileset"] = str(fileset)
+
+    # the skim is written to disk (cached); the optimisation reads the columns from there
+    executor = "dask" if backend == "dask" or scheduler else None
+    options = skim_options(config, executor=executor, workers=workers, scheduler=scheduler)
+    skim_dir = out / "skim"
+    _, reused = skim_to_directory(config, fileset, skim_dir, options)
+    log.info("run: skim -> %s%s", skim_dir, " (reused)" if reused else "")
+    outputs["skim"] = str(skim_dir)
+
+    optimise_dir = out / "optimise"
+    resume = (optimise_dir / checkpoint.FILENAME).exists()  # a finished or interrupted earlier run
+    extra = {k: v for k, v in {"workers": workers, "scheduler": scheduler, "epochs": epochs}.items() if v is not None}
+    optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume=resume, progress=progress, **extra)
+    log.info("run: optimise -> %s", optimise_dir)
+    outputs["optimise"] = str(optimise_dir)
+
+    for stage in NOT_YET:
+        log.info("run: stage %s is not part of this version yet", stage)
+    (out / "run.json").write_text(json.dumps({"outputs": outputs, "not_yet": list(NOT_YET)}, indent=1))
+    return outputs
+
+
 def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
-    from zprime_grad.generate import generate_dataset
 
     config = load_config(args.config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fileset = generate_dataset(
-        config, events=args.events, workers=args.workers, progress=sys.stderr.isatty()
+    outputs = run_chain(
+        config, Path(args.out), events=args.events, fileset=args.fileset, backend=args.backend,
+        workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, progress=sys.stderr.isatty(),
     )
-    log.info("run: stage generate done: %s", fileset)
-    for stage in ("skim", "optimise", "validate", "report"):
-        log.info("run: stage %s is not implemented yet in this version; stopping after generate", stage)
-        break
-    print(fileset)
+    for stage, path in outputs.items():
+        print(f"{stage}: {path}")
     return 0
