@@ -79,8 +79,10 @@ class DaskBackend:
 
     name = "dask"
 
-    def __init__(self, client, futures: Sequence, *, fan_in: int = 8, owned_cluster=None, retries: int = 3):
+    def __init__(self, client, futures: Sequence, *, fan_in: int = 8, owned_cluster=None, retries: int = 3,
+                 owns_futures: bool = True):
         self.client = client
+        self.owns_futures = owns_futures  # False: a skim handle keeps them; never release them here
         self.fan_in = fan_in
         self.retries = retries
         self.owned_cluster = owned_cluster
@@ -91,7 +93,7 @@ class DaskBackend:
         self._descriptions = [descriptions[i] for i in keep]
         kept = set(keep)
         for i, f in enumerate(futures):  # data chunks are not needed for the Asimov objective
-            if i not in kept:
+            if i not in kept and owns_futures:
                 f.release()
 
     def descriptions(self) -> list[dict]:
@@ -113,8 +115,9 @@ class DaskBackend:
         return self.client.run(trace_counts)
 
     def close(self) -> None:
-        for f in self.futures:
-            f.release()
+        if self.owns_futures:
+            for f in self.futures:
+                f.release()
         self.futures = []
         if self.owned_cluster is not None:
             self.client.close()

@@ -72,9 +72,14 @@ def dask_backend(config, *, columns=None, fileset=None, client=None, workers: in
 
 def open_backend(config, *, backend: str, columns=None, fileset=None, client=None, workers: int = 2,
                  scheduler: str | None = None):
+    """``columns``: a skim directory, or the result of ``Analysis.skim`` (chunks here, or resident)."""
+    fan_in = config.optimise.fan_in
+    if hasattr(columns, "futures") and hasattr(columns, "client"):  # skim.resident.ResidentChunks
+        return DaskBackend(columns.client, list(columns.futures), fan_in=fan_in, owns_futures=False)
+    if hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):  # skim.runner.SkimResult
+        return LocalBackend(columns.chunks, fan_in=fan_in)
     if (columns is None) == (fileset is None):
         raise UserError("optimise: give exactly one of --columns DIR and --fileset F")
-    fan_in = config.optimise.fan_in
     if backend == "local":
         return local_backend(config, columns=columns, fileset=fileset, fan_in=fan_in)
     if backend == "dask":

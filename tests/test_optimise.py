@@ -1,0 +1,222 @@
+"""The optimiser in one process: statistical model, soft→hard limit, gradients vs one value_and_grad,
+the loop's guard/projection/plateau, no recompilation, and --resume after a SIGKILLed driver (CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from zprime_grad.optimise import contribution, loop
+from zprime_grad.optimise.backends import LocalBackend
+from zprime_grad.optimise.driver import Evaluator, build_problem, optimise
+from zprime_grad.optimise.model import build_spec
+from zprime_grad.optimise.reference import hold_everything, reference_evaluation
+from zprime_grad.optimise.sources import chunk_paths
+from zprime_grad.columns import ColumnChunk
+from zprime_grad.stats import Model
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+THETA_OFF = np.array([0.05, -10.0, 5.0, 20.0, 0.05])  # away from θ₀, inside the bounds
+
+
+def skim_columns(generated, base: Path) -> Path:
+    """The generated dataset skimmed once into small chunks (skim_to_directory reuses a finished one)."""
+    from zprime_grad.skim.pipeline import skim_options, skim_to_directory
+
+    out = base / "optimise_skim"
+    skim_to_directory(generated.config, generated.fileset, out,
+                      skim_options(generated.config, executor="iterative", chunksize=200))
+    return out
+
+
+@pytest.fixture(scope="module")
+def columns(generated, tmp_path_factory) -> Path:
+    return skim_columns(generated, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def config(generated):
+    data = generated.config.model_dump(mode="json", exclude={"source"})
+    data["optimise"]["relaxation"]["anneal_epochs"] = EPOCHS  # every epoch a new relaxation: traced, no recompile
+    return type(generated.config).model_validate({**data, "source": "tests/test_optimise.py"})
+
+
+@pytest.fixture(scope="module")
+def local(config, columns):
+    backend = LocalBackend([ColumnChunk.from_npz(p) for p in chunk_paths(columns)], fan_in=config.optimise.fan_in)
+    yield backend, build_problem(config, backend)
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def local_run(config, columns, tmp_path_factory):
+    """An undisturbed local optimisation, recording the kernel traces after every epoch."""
+    out = tmp_path_factory.mktemp("local_run")
+    traces = []
+    result = optimise(config, out=out, columns=columns, backend="local", epochs=EPOCHS, progress=False,
+                      on_epoch=lambda s: traces.append(dict(contribution.TRACES)))
+    return out, result, traces
+
+
+# ------------------------------------------------------------------------------------------- model
+def test_model_is_a_valid_pyhf_workspace_with_the_declared_modifiers(local):
+    backend, problem = local
+    layout = problem.layout
+    assert layout.processes == ("single_top", "ttbar", "wjets", "zprime")
+    assert layout.channel_names == ("signal", "ttbar_cr", "wjets_cr") and layout.n_bins == 10
+    assert set(layout.systematics()) == {"btag_sf", "muon_sf", "jes", "jer"}
+    H = Evaluator(backend, problem).histograms(problem.theta0, (10.0, 0.3))["train"]
+    spec = build_spec(layout, problem.settings, H)
+    Model.from_pyhf(spec)  # validates against pyhf's own schema
+    import pyhf
+
+    pyhf.Workspace(spec).model()  # and pyhf builds it
+    signal_region = {s["name"]: s for s in spec["channels"][0]["samples"]}
+    mods = {name: {(m["name"], m["type"]) for m in s["modifiers"]} for name, s in signal_region.items()}
+    assert ("mu", "normfactor") in mods["zprime"] and all(("mu", "normfactor") not in mods[p] for p in ("ttbar", "wjets"))
+    assert ("norm_ttbar", "normfactor") in mods["ttbar"] and ("norm_wjets", "normfactor") in mods["wjets"]
+    st = {m["name"]: m for m in signal_region["single_top"]["modifiers"]}
+    assert st["xsec_single_top"]["data"] == {"hi": 1.15, "lo": 0.85}
+    assert st["lumi"]["data"]["hi"] == pytest.approx(1.025)
+    for p in layout.processes:
+        assert {("jes", "histosys"), ("jer", "histosys"), ("btag_sf", "histosys"), ("muon_sf", "histosys"),
+                ("staterror_signal", "staterror")} <= mods[p]
+    z = {m["name"]: m for m in signal_region["zprime"]["modifiers"]}
+    sumw2 = H[layout.process_index("zprime"), 0, layout.templates.index("sumw2")]
+    assert np.allclose(z["staterror_signal"]["data"], np.sqrt(sumw2))
+
+
+def test_soft_templates_tend_to_the_hard_selection(local):
+    """Steep sigmoids and a narrow kernel: per channel, train + validation = 2 × the hard-cut yield."""
+    backend, problem = local
+    layout = problem.layout
+    H = Evaluator(backend, problem).histograms(problem.theta0, (1e5, 1e-4))
+    theta = dict(zip(layout.param_names, problem.theta0))
+    for p, process in enumerate(layout.processes):
+        for c, channel in enumerate(layout.channels):
+            hard = sum(float(chunk.weights["nominal"][channel.hard_mask(chunk.columns, theta)].sum())
+                       for chunk in backend.chunks if chunk.process == process)
+            soft = (H["train"][p, c, 0].sum() + H["valid"][p, c, 0].sum()) / 2
+            assert soft == pytest.approx(hard, rel=1e-3, abs=1e-6), (process, channel.name)
+    assert H["train"][:, :, 0].sum() > 0 and H["valid"][:, :, 0].sum() > 0
+
+
+# --------------------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_chunked_gradient_equals_one_value_and_grad_over_all_events(local, mode):
+    import dataclasses
+
+    backend, problem = local
+    problem = dataclasses.replace(problem, mode=mode)
+    theta, relax = problem.theta0 + THETA_OFF, (12.0, 0.25)
+    ev = Evaluator(backend, problem)(theta, relax)
+    value, grad, valid = reference_evaluation(hold_everything(backend.chunks, problem.layout), theta, relax,
+                                              problem.objective)
+    assert value > 0 and np.linalg.norm(grad) > 0
+    assert ev.value == pytest.approx(value, rel=1e-9) and ev.valid == pytest.approx(valid, rel=1e-9)
+    assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
+
+
+def test_gradient_matches_finite_differences(local):
+    backend, problem = local
+    evaluate = Evaluator(backend, problem)
+    theta, relax = problem.theta0 + THETA_OFF, (12.0, 0.25)
+    grad = evaluate(theta, relax).grad
+    i = int(np.argmax(np.abs(grad)))
+    h = 1e-4 * max(abs(theta[i]), 1.0)
+    up, down = theta.copy(), theta.copy()
+    up[i] += h
+    down[i] -= h
+    fd = (evaluate(up, relax).value - evaluate(down, relax).value) / (2 * h)
+    assert fd == pytest.approx(grad[i], rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- loop
+def test_local_run_outputs_and_no_recompilation_after_the_first_epoch(local_run):
+    out, result, traces = local_run
+    history = json.loads((out / "optimisation.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == list(range(EPOCHS))
+    slopes = [e["slope"] for e in history["epochs"]]
+    assert len(set(slopes)) == EPOCHS  # the relaxation changed every epoch …
+    assert traces[0] and all(t == traces[0] for t in traces)  # … and nothing was traced again
+    first = history["epochs"][0]
+    assert {"z_train", "z_valid", "grad", "theta", "wall_s"} <= set(first) and len(first["grad"]) == 5
+    assert history["epochs"][-1]["z_train"] > first["z_train"]  # it optimises
+    params = json.loads((out / "params.json").read_text())
+    assert [p["name"] for p in params["parameters"]] == history["parameters"]
+    units = {p["name"]: p["unit"] for p in params["parameters"]}
+    assert units["met_threshold"] == "GeV" and units["btag_threshold"] == ""
+    for p in params["parameters"]:
+        assert p["bounds"][0] <= p["value"] <= p["bounds"][1]
+    assert "NaN" not in (out / "optimisation.json").read_text()
+    assert json.loads((out / "workspace.json").read_text())["measurements"][0]["config"]["poi"] == "mu"
+
+
+def _toy_loop(evaluate, theta0, lr, lower, upper, epochs, **settings):
+    opt = loop.make_optimiser([1.0] * len(theta0), [lr] * len(theta0))
+    s = loop.LoopSettings(lower=np.asarray(lower, float), upper=np.asarray(upper, float), **settings)
+    sched = loop.relaxation_schedule((1.0, 1.0), (1.0, 1.0), 0)
+    return loop.run(loop.init_state(np.asarray(theta0, float), opt), evaluate, opt, s, sched, epochs)
+
+
+def test_nan_guard_rejects_the_step_shrinks_the_rate_and_stores_no_nan():
+    def evaluate(theta, relax):  # maximise -(θ-3)², undefined beyond θ = 1.2
+        if theta[0] > 1.2:
+            return loop.Evaluation(math.nan, np.array([math.nan]), math.nan)
+        return loop.Evaluation(-(theta[0] - 3.0) ** 2, np.array([-2 * (theta[0] - 3.0)]), 0.0)
+
+    state = _toy_loop(evaluate, [0.0], 0.5, [-10], [10], 12)
+    rejected = [e for e in state.history if e["rejected"]]
+    assert rejected and all(e["z_train"] is None and e["grad"] is None for e in rejected)
+    assert loop.lr_factor(state.opt_state) < 1.0
+    assert all(math.isfinite(t) for e in state.history for t in e["theta"][:1])
+    assert state.theta[0] <= 1.2 + 0.5  # it came back every time
+
+
+def test_bounds_projection_and_plateau_stop():
+    def evaluate(theta, relax):  # increasing without bound: θ must stop at the upper bound, then plateau
+        return loop.Evaluation(float(min(theta[0], 2.0)), np.array([1.0]), 0.0)
+
+    state = _toy_loop(evaluate, [0.0], 0.7, [-1.0], [2.0], 100, patience=3)
+    assert state.theta[0] == 2.0 and state.stopped and "plateau" in state.stopped
+    assert len(state.history) < 100
+
+
+# ------------------------------------------------------------------------------------ driver kill
+def test_resume_after_the_driver_is_killed_gives_the_same_final_theta(config, columns, local_run, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"source"})))
+    out = tmp_path / "run"
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    cmd = [sys.executable, "-m", "zprime_grad.cli", "optimise", str(cfg), "--columns", str(columns),
+           "--backend", "local", "--epochs", str(EPOCHS), "--out", str(out)]
+    killed = subprocess.run([*cmd, "--kill-after-epoch", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "params.json").exists()
+    assert len(json.loads((out / "optimisation.json").read_text())["epochs"]) == 2
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    undisturbed_out, undisturbed, _ = local_run
+    params = json.loads((out / "params.json").read_text())
+    assert np.allclose([p["value"] for p in params["parameters"]],
+                       [p["value"] for p in undisturbed["parameters"]], rtol=1e-9, atol=0)
+    got = json.loads((out / "optimisation.json").read_text())["epochs"]
+    want = json.loads((undisturbed_out / "optimisation.json").read_text())["epochs"]
+    assert [e["epoch"] for e in got] == list(range(EPOCHS))
+    assert np.allclose([e["z_train"] for e in got], [e["z_train"] for e in want], rtol=1e-9)
+    # a checkpoint from another configuration is refused, naming the file
+    other = config.model_dump(mode="json", exclude={"source"})
+    other["optimise"]["learning_rate"] = 0.01
+    cfg.write_text(yaml.safe_dump(other))
+    refused = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "checkpoint.pkl" in refused.stderr
