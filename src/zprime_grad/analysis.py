@@ -45,3 +45,15 @@ class Analysis:
         report, _ = skim_to_directory(self.config, fileset, out,
                                       skim_options(self.config, executor=executor, **skim_overrides))
         return report
+
+    def optimise(self, columns=None, *, fileset=None, out="outputs/optimise", backend: str | None = None,
+                 client=None, **options) -> dict:
+        """Optimise the cuts (``zprime_grad.optimise``); returns the ``params.json`` payload.
+
+        ``columns``: a skim directory, or what ``.skim`` returned (chunks here, or resident on Dask);
+        or ``fileset=`` to skim first. Other keywords: workers, scheduler, epochs, resume, gradient.
+        """
+        from zprime_grad.optimise.driver import optimise
+
+        return optimise(self.config, out=out, columns=columns, fileset=fileset, backend=backend, client=client,
+                        **options)
