@@ -44,7 +44,7 @@ class Profile(NamedTuple):
 def _objective(structure: Structure, free: np.ndarray):
     def objective(x, args):
         prep, main, aux, x_fixed = args
-        return lh.nll(jnp.where(free, x, x_fixed), structure, prep, main, aux)
+        return lh.nll_unnormalised(jnp.where(free, x, x_fixed), structure, prep, main, aux)
 
     return objective
 
@@ -64,25 +64,52 @@ def profile(
     aux: Array,
     poi_value: Array | float | None = None,
     *,
+    fix_poi: Array | bool = True,
     options: FitOptions = FitOptions(),
     gradient: Gradient = "envelope",
 ) -> Profile:
-    """Minimise the NLL over the free parameters (all but the POI if ``poi_value`` is given)."""
-    free = lh.layout(structure).free_mask.copy()
-    if poi_value is not None:
-        free[structure.poi_index] = False
-    x_fixed = start_parameters(structure, prep, poi_value)
+    """Minimise the NLL over the free parameters (all but the POI if ``poi_value`` is given and ``fix_poi``).
+
+    ``fix_poi`` may be traced (envelope gradients only), which lets ``profiles`` batch fits with and
+    without a fixed POI into one vmapped loop.
+    """
+    free = lh.layout(structure).free_mask
+    x_fixed = start_parameters(structure, prep)
+    if poi_value is not None and fix_poi is not False:
+        is_poi = np.arange(free.shape[0]) == structure.poi_index
+        if fix_poi is True:
+            free = free & ~is_poi
+            x_fixed = x_fixed.at[structure.poi_index].set(poi_value)
+        else:  # traced: fixed or free per batch element
+            free = jnp.asarray(free) & ~(is_poi & fix_poi)
+            x_fixed = x_fixed.at[structure.poi_index].set(jnp.where(fix_poi, poi_value, x_fixed[structure.poi_index]))
     objective = _objective(structure, free)
     args = (prep, main, aux, x_fixed)
     if gradient == "envelope":
         fitted = minimize(objective, jax.lax.stop_gradient(x_fixed), jax.lax.stop_gradient(args), free=free, options=options)
         x = jax.lax.stop_gradient(fitted.x)
     elif gradient == "implicit":
+        if not isinstance(free, np.ndarray):
+            raise ValueError("gradient='implicit' needs a static fix_poi")
         x = argmin_implicit(objective, jax.lax.stop_gradient(x_fixed), args, tuple(bool(f) for f in free), options)
     else:
         raise ValueError(f"gradient must be 'envelope' or 'implicit', got {gradient!r}")
     x = jnp.where(free, x, x_fixed)
     return Profile(x, lh.nll(x, structure, prep, main, aux))
+
+
+def profiles(
+    structure: Structure, prep: lh.Prepared, main: Array, aux: Array, poi_values, fix_poi, *,
+    options: FitOptions = FitOptions(),
+) -> Profile:
+    """Several envelope-differentiable fits to the same data in one vmapped loop (compiled once).
+
+    ``poi_values[i]`` is used when ``fix_poi[i]``; otherwise fit ``i`` is the unconditional fit.
+    """
+    def one(poi_value, fix):
+        return profile(structure, prep, main, aux, poi_value, fix_poi=fix, options=options)
+
+    return jax.vmap(one)(jnp.asarray(poi_values, float), jnp.asarray(fix_poi, bool))
 
 
 def nominal_aux(structure: Structure) -> Array:
@@ -129,11 +156,10 @@ def discovery_observed(
     structure: Structure, prep: lh.Prepared, main: Array, aux: Array, *, options: FitOptions = FitOptions()
 ) -> Discovery:
     """Discovery test on given data: free fit, background-only fit, q0 (0 if mu_hat < 0) and Z."""
-    free = profile(structure, prep, main, aux, options=options)
-    bkg = profile(structure, prep, main, aux, 0.0, options=options)
-    mu_hat = free.x[structure.poi_index]
-    q0 = jnp.where(mu_hat < 0, 0.0, jnp.maximum(2.0 * (bkg.nll - free.nll), 0.0))
-    return Discovery(safe_sqrt(q0), q0, mu_hat, free.x)
+    fits = profiles(structure, prep, main, aux, [0.0, 0.0], [False, True], options=options)
+    mu_hat = fits.x[0, structure.poi_index]
+    q0 = jnp.where(mu_hat < 0, 0.0, jnp.maximum(2.0 * (fits.nll[1] - fits.nll[0]), 0.0))
+    return Discovery(safe_sqrt(q0), q0, mu_hat, fits.x[0])
 
 
 # ------------------------------------------------------------------------------------------- limits
@@ -143,13 +169,18 @@ def qmu_tilde(
     structure: Structure, prep: lh.Prepared, mu: Array, main: Array, aux: Array, *, options: FitOptions = FitOptions()
 ) -> Array:
     """pyhf's qmu_tilde (POI lower bound 0) on the given data."""
-    free = profile(structure, prep, main, aux, options=options)
-    at_mu = profile(structure, prep, main, aux, mu, options=options)
-    at_zero = profile(structure, prep, main, aux, 0.0, options=options)
-    mu_hat = free.x[structure.poi_index]
-    reference = jnp.where(mu_hat < 0, at_zero.nll, free.nll)
-    t = jnp.maximum(2.0 * (at_mu.nll - reference), 0.0)
-    return jnp.where(mu_hat > mu, 0.0, t)
+    return _qmu_tilde_and_background(structure, prep, mu, main, aux, options)[0]
+
+
+def _qmu_tilde_and_background(structure, prep, mu, main, aux, options) -> tuple[Array, Array]:
+    """qmu_tilde, and the background-only fitted parameters from the same batch of fits."""
+    free, at_mu, at_zero = 0, 1, 2
+    fits = profiles(structure, prep, main, aux, jnp.stack([jnp.zeros_like(mu), mu, jnp.zeros_like(mu)]),
+                    [False, True, True], options=options)
+    mu_hat = fits.x[free, structure.poi_index]
+    reference = jnp.where(mu_hat < 0, fits.nll[at_zero], fits.nll[free])
+    t = jnp.maximum(2.0 * (fits.nll[at_mu] - reference), 0.0)
+    return jnp.where(mu_hat > mu, 0.0, t), fits.x[at_zero]
 
 
 def _qmu_asimov_background(structure, prep, mu, x_bkg, options) -> Array:
@@ -186,7 +217,7 @@ def cls_observed(
     structure: Structure, prep: lh.Prepared, mu: Array, main: Array, aux: Array, *, options: FitOptions = FitOptions()
 ) -> CLs:
     """Observed CLs and the expected band, with the Asimov data from the background-only fit to data (pyhf)."""
-    x_bkg = profile(structure, prep, main, aux, 0.0, options=options).x
+    q, x_bkg = _qmu_tilde_and_background(structure, prep, mu, main, aux, options)
     sqrt_qa = safe_sqrt(_qmu_asimov_background(structure, prep, mu, x_bkg, options))
-    sqrt_q = safe_sqrt(qmu_tilde(structure, prep, mu, main, aux, options=options))
+    sqrt_q = safe_sqrt(q)
     return CLs(_cls(sqrt_q, sqrt_qa), expected_cls_band(sqrt_qa))

@@ -1,5 +1,8 @@
 """pyhf's interpolation codes for constrained systematics, as elementwise JAX functions.
 
+These are the reference forms; ``stats.likelihood`` evaluates the same formulas with the template-only
+parts (coefficients, logarithms, differences) precomputed once per fit.
+
 Only the two codes cabinetry writes are implemented: code 4 for normsys (polynomial inside |alpha| < 1,
 exponential outside, continuous up to the second derivative) and code 4p for histosys (polynomial
 inside, linear outside). Both are traced in their templates, so gradients reach hi/lo and the nominal.
@@ -17,7 +20,7 @@ Array = jax.Array
 
 # The inverse of the 6x6 system that fixes a_1..a_6 of 1 + sum a_i alpha^i by matching value, first and
 # second derivative of hi^alpha at alpha = +1 and lo^-alpha at alpha = -1 (pyhf's A_inverse, alpha0 = 1).
-_CODE4_A_INVERSE = np.array(
+CODE4_A_INVERSE = np.array(
     [
         [15 / 16, -15 / 16, -7 / 16, -7 / 16, 1 / 16, -1 / 16],
         [3 / 2, 3 / 2, -9 / 16, 9 / 16, 1 / 16, 1 / 16],
@@ -36,7 +39,7 @@ def code4(alpha: Array, hi: Array, lo: Array) -> Array:
     """
     log_hi, log_lo = jnp.log(hi), jnp.log(lo)
     b = jnp.stack([hi - 1.0, lo - 1.0, log_hi * hi, -log_lo * lo, log_hi**2 * hi, log_lo**2 * lo])
-    coeffs = jnp.tensordot(jnp.asarray(_CODE4_A_INVERSE), b, axes=1)  # a_1..a_6
+    coeffs = jnp.tensordot(jnp.asarray(CODE4_A_INVERSE), b, axes=1)  # a_1..a_6
     inside = jnp.clip(alpha, -1.0, 1.0)  # keep the unused branch finite for gradients
     powers = jnp.stack([inside**i for i in range(1, 7)])
     polynomial = 1.0 + jnp.sum(coeffs * powers, axis=0)

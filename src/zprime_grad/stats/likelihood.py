@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zprime_grad.stats.interpolation import code4, code4p
+from zprime_grad.stats.interpolation import CODE4_A_INVERSE
 from zprime_grad.stats.spec import Structure
 
 Array = jax.Array
@@ -64,9 +64,9 @@ class Layout(NamedTuple):
     """Static index arrays (numpy) derived once per Structure."""
 
     n_rows: int
-    row_mask: np.ndarray  # [R, B] bins belonging to each row's channel
-    scalar_slots: np.ndarray  # [S1, R] index into factors for normfactor/lumi (P = 1.0 sentinel)
-    bin_slots: np.ndarray  # [S2, R, B] index into factors for per-bin modifiers (P = sentinel)
+    scalar_slots: np.ndarray  # [S1, R] parameter index of normfactor/lumi factors (P: sentinel = 1)
+    bin_slot_index: np.ndarray  # [S2, B] parameter index of a per-bin factor (P: sentinel = 1)
+    bin_slot_rows: np.ndarray  # [S2, R, B] whether that factor acts on row r
     normsys: tuple[str, ...]
     normsys_index: np.ndarray
     histosys: tuple[str, ...]
@@ -81,40 +81,44 @@ class Layout(NamedTuple):
     shapesys_param: np.ndarray
     shapesys_mod: np.ndarray
     shapesys_bin: np.ndarray
-    lumi_index: np.ndarray
-    lumi_aux: np.ndarray
-    lumi_sigma: np.ndarray
-    gauss_index: np.ndarray  # all normal-constrained parameters
+    affine_a: np.ndarray  # [P + 1] pyhf value = a + b x (b static except staterror/shapesys; sentinel = 1)
+    affine_b: np.ndarray
+    gauss_mask: np.ndarray  # [P] normal-constrained parameters
+    log_norm: float  # x- and template-independent normalisation of the normal constraints
     free_mask: np.ndarray  # [P] False for measurement-fixed parameters
 
 
 @functools.lru_cache(maxsize=64)
 def layout(structure: Structure) -> Layout:
     rows, n_par, n_bins = structure.rows, structure.n_parameters, structure.n_bins
-    row_mask = np.zeros((len(rows), n_bins), bool)
-    scalar, per_bin = [[] for _ in rows], [[] for _ in rows]
+    scalar = [[] for _ in rows]
     for r, row in enumerate(rows):
-        row_mask[r, row.start : row.stop] = True
-        for name, kind in row.modifiers:
-            p = structure.parameter(name)
-            if kind in ("normfactor", "lumi"):
-                scalar[r].append(p.offset)
-            elif kind in ("staterror", "shapesys", "shapefactor"):
-                idx = np.full(n_bins, n_par)
-                idx[list(p.bins)] = np.arange(p.offset, p.offset + p.size)
-                per_bin[r].append(idx)
-    s1 = max([len(s) for s in scalar] + [1])
+        scalar[r] = [structure.parameter(name).offset for name, kind in row.modifiers if kind in ("normfactor", "lumi")]
+    s1 = max([len(s) for s in scalar] + [0])
     scalar_slots = np.full((s1, len(rows)), n_par)
     for r, s in enumerate(scalar):
         scalar_slots[: len(s), r] = s
-    s2 = max([len(s) for s in per_bin] + [1])
-    bin_slots = np.full((s2, len(rows), n_bins), n_par)
-    for r, s in enumerate(per_bin):
-        for k, idx in enumerate(s):
-            bin_slots[k, r] = idx
+
+    # Per-bin factors share a slot when they cover disjoint bins (e.g. one staterror per channel).
+    slot_index, slot_rows = [], []
+    for p in structure.parameters:
+        if p.kind not in ("staterror", "shapesys", "shapefactor"):
+            continue
+        bins = list(p.bins)
+        slot = next((i for i, idx in enumerate(slot_index) if np.all(idx[bins] == n_par)), None)
+        if slot is None:
+            slot_index.append(np.full(n_bins, n_par))
+            slot_rows.append(np.zeros((len(rows), n_bins), bool))
+            slot = len(slot_index) - 1
+        slot_index[slot][bins] = np.arange(p.offset, p.offset + p.size)
+        for r, row in enumerate(rows):
+            if (p.name, p.kind) in row.modifiers:
+                slot_rows[slot][r, bins] = True
+    bin_slot_index = np.array(slot_index, int).reshape(len(slot_index), n_bins)
+    bin_slot_rows = np.array(slot_rows, bool).reshape(len(slot_rows), len(rows), n_bins)
 
     def of_kind(kind):
-        return tuple(p for p in structure.parameters if p.kind == kind)
+        return tuple(p for p in structure.parameters if kind in p.types)
 
     stat, shape = of_kind("staterror"), of_kind("shapesys")
     stat_rows = np.array([[(p.name, "staterror") in row.modifiers for row in rows] for p in stat], bool).reshape(len(stat), len(rows))
@@ -126,16 +130,24 @@ def layout(structure: Structure) -> Layout:
         bins = np.array([b for p in params for b in p.bins], int)
         return param, mod, bins
 
-    lumi = of_kind("lumi")
-    gauss = [p for p in structure.parameters if p.kind in ("normsys", "histosys", "lumi", "staterror")]
-    free = np.ones(n_par, bool)
+    affine_a, affine_b = np.zeros(n_par + 1), np.ones(n_par + 1)
+    affine_a[n_par], affine_b[n_par] = 1.0, 0.0
+    gauss_mask, free, log_norm = np.zeros(n_par, bool), np.ones(n_par, bool), 0.0
     for p in structure.parameters:
         free[p.slice] = not p.fixed
+        if p.kind in ("normsys", "histosys", "lumi", "staterror"):
+            gauss_mask[p.slice] = True
+            log_norm -= 0.5 * _LOG_2PI * p.size
+        if p.kind == "lumi":
+            affine_a[p.slice], affine_b[p.slice] = p.aux, p.sigma
+            log_norm -= math.log(p.sigma)
+        if p.kind in ("staterror", "shapesys"):
+            affine_a[p.slice] = 1.0  # slopes come from the templates (prepare)
     return Layout(
         len(rows),
-        row_mask,
         scalar_slots,
-        bin_slots,
+        bin_slot_index,
+        bin_slot_rows,
         tuple(p.name for p in of_kind("normsys")),
         np.array([p.offset for p in of_kind("normsys")], int),
         tuple(p.name for p in of_kind("histosys")),
@@ -146,30 +158,27 @@ def layout(structure: Structure) -> Layout:
         tuple(p.name for p in shape),
         shape_row,
         *per_bin_arrays(shape),
-        np.array([p.offset for p in lumi], int),
-        np.array([p.aux for p in lumi], float),
-        np.array([p.sigma for p in lumi], float),
-        np.array([i for p in gauss for i in range(p.offset, p.offset + p.size)], int),
+        affine_a,
+        affine_b,
+        gauss_mask,
+        log_norm,
         free,
     )
 
 
 class Prepared(NamedTuple):
-    """Templates stacked into dense arrays (one row per channel x sample, one column per global bin)."""
+    """Templates turned into the dense arrays the likelihood uses; computed once per fit, not per step."""
 
-    nominal: Array  # [R, B]
-    normsys_hi: Array  # [R, K]
-    normsys_lo: Array
-    histosys_hi: Array  # [R, H, B]
-    histosys_lo: Array
+    nominal: Array  # [R, B] (zero outside the row's channel)
+    normsys_log_hi: Array  # [R, K]
+    normsys_log_lo: Array
+    normsys_coeffs: Array  # [6, R, K] code-4 polynomial coefficients a_1..a_6
+    histosys_terms: Array  # [4, H, R, B]: code-4p S, A, (hi - nominal), (nominal - lo)
+    affine_a: Array  # [P + 1] pyhf value = a + b x; sentinel entry = 1
+    affine_b: Array
     staterror_sigma: Array  # [Ps] relative uncertainty per staterror bin parameter
     shapesys_tau: Array  # [Q] Poisson constraint scale per shapesys bin parameter
-    shapesys_valid: Array  # [Q] bool
-
-
-def _row_vector(values: Array, row, n_bins: int) -> Array:
-    values = jnp.asarray(values, dtype=float)
-    return jnp.zeros(n_bins, values.dtype).at[row.start : row.stop].set(values)
+    shapesys_step: Array  # [Q] 1/sqrt(tau), 0 for bins pyhf fixes
 
 
 def _safe_sqrt(x: Array) -> Array:
@@ -177,76 +186,89 @@ def _safe_sqrt(x: Array) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def prepare(structure: Structure, templates) -> Prepared:
-    """Stack the templates pytree into the dense arrays the likelihood uses (traced in the templates)."""
-    lay, n_bins = layout(structure), structure.n_bins
-    t = [templates[row.channel][row.sample] for row in structure.rows]
-    nominal = jnp.stack([_row_vector(ti["data"], row, n_bins) for ti, row in zip(t, structure.rows)])
+def _global_rows(structure: Structure, leaf) -> Array:
+    """Stack ``leaf(row) -> [..., n_channel_bins]`` into ``[R, ..., B]``, zero outside each row's channel.
 
-    def scalar_table(name, key):
-        return jnp.stack([jnp.asarray(ti["normsys"][name][key], float) if name in ti["normsys"] else jnp.ones(()) for ti in t])
+    Built per channel (one stack and one pad each) rather than per row: fewer operations to trace,
+    compile and differentiate.
+    """
+    blocks, n_bins = [], structure.n_bins
+    for channel in structure.channels:
+        rows = [row for row in structure.rows if row.channel == channel]
+        block = jnp.stack([jnp.asarray(leaf(row), float) for row in rows])
+        pad = [(0, 0)] * (block.ndim - 1) + [(rows[0].start, n_bins - rows[0].stop)]
+        blocks.append(jnp.pad(block, pad))
+    return jnp.concatenate(blocks)
+
+
+def prepare(structure: Structure, templates) -> Prepared:
+    """Turn the templates pytree into the likelihood's dense arrays (traced in the templates)."""
+    lay, n_bins, n_rows = layout(structure), structure.n_bins, len(structure.rows)
+
+    def sample(row):
+        return templates[row.channel][row.sample]
+
+    nominal = _global_rows(structure, lambda row: sample(row)["data"])
 
     if lay.normsys:
-        normsys_hi = jnp.stack([scalar_table(n, "hi") for n in lay.normsys], axis=1)
-        normsys_lo = jnp.stack([scalar_table(n, "lo") for n in lay.normsys], axis=1)
-    else:
-        normsys_hi = normsys_lo = jnp.ones((lay.n_rows, 0))
+        def normsys_table(key):
+            return jnp.stack([
+                jnp.stack([jnp.asarray(sample(row)["normsys"][n][key], float) if n in sample(row)["normsys"] else jnp.ones(()) for n in lay.normsys])
+                for row in structure.rows
+            ])
 
-    def shape_table(key):
-        per_row = [
-            jnp.stack(
-                [
-                    _row_vector(ti["histosys"][n][key], row, n_bins) if n in ti["histosys"] else nominal[r]
-                    for n in lay.histosys
-                ]
-            )
-            for r, (ti, row) in enumerate(zip(t, structure.rows))
-        ]
-        return jnp.stack(per_row)
+        hi, lo = normsys_table("hi"), normsys_table("lo")
+    else:
+        hi = lo = jnp.ones((n_rows, 0))
+    log_hi, log_lo = jnp.log(hi), jnp.log(lo)
+    b = jnp.stack([hi - 1.0, lo - 1.0, log_hi * hi, -log_lo * lo, log_hi**2 * hi, log_lo**2 * lo])
+    coeffs = jnp.tensordot(jnp.asarray(CODE4_A_INVERSE), b, axes=1)
 
     if lay.histosys:
-        histosys_hi, histosys_lo = shape_table("hi_data"), shape_table("lo_data")
+        def histosys_table(key):
+            def leaf(row):
+                t = sample(row)
+                return jnp.stack([jnp.asarray(t["histosys"][n][key], float) if n in t["histosys"] else jnp.asarray(t["data"], float) for n in lay.histosys])
+            return _global_rows(structure, leaf)
+
+        up = histosys_table("hi_data") - nominal[:, None, :]
+        down = nominal[:, None, :] - histosys_table("lo_data")
     else:
-        histosys_hi = histosys_lo = jnp.zeros((lay.n_rows, 0, n_bins))
+        up = down = jnp.zeros((n_rows, 0, n_bins))
+    terms = jnp.stack([0.5 * (up + down), 0.0625 * (up - down), up, down]).transpose(0, 2, 1, 3)
 
-    sigma = jnp.zeros(0)
-    if lay.staterror:
-        uncert = jnp.stack(
-            [
-                jnp.stack([_row_vector(ti["staterror"][n], row, n_bins) if n in ti["staterror"] else jnp.zeros(n_bins) for ti, row in zip(t, structure.rows)])
-                for n in lay.staterror
-            ]
-        )  # [M, R, B]
-        mask = jnp.asarray(lay.staterror_rows, float)[:, :, None]
-        total = jnp.sum(mask * nominal[None], axis=1)  # [M, B]
-        err2 = jnp.sum(mask * uncert**2, axis=1)
+    # pyhf value = a + b x: the template-dependent slopes of staterror and shapesys parameters.
+    slopes, sigmas, taus, steps = {}, [], [], []
+    for name in lay.staterror:
+        rows = [row for row in structure.rows if (name, "staterror") in row.modifiers]
+        total = sum(jnp.asarray(sample(row)["data"], float) for row in rows)
+        err2 = sum(jnp.asarray(sample(row)["staterror"][name], float) ** 2 for row in rows)
         ok = (total > 0) & (err2 > 0)
-        sigma_mb = jnp.where(ok, _safe_sqrt(err2) / jnp.where(ok, total, 1.0), 0.0)
-        sigma = sigma_mb[lay.staterror_mod, lay.staterror_bin]
-
-    tau, valid = jnp.zeros(0), jnp.zeros(0, bool)
-    if lay.shapesys:
-        rows = [structure.rows[r] for r in lay.shapesys_row]
-        uncert = jnp.stack([_row_vector(t[r]["shapesys"][n], rows[m], n_bins) for m, (n, r) in enumerate(zip(lay.shapesys, lay.shapesys_row))])
-        nom = nominal[lay.shapesys_row][lay.shapesys_mod, lay.shapesys_bin]
-        unc = uncert[lay.shapesys_mod, lay.shapesys_bin]
+        slopes[name] = jnp.where(ok, _safe_sqrt(err2) / jnp.where(ok, total, 1.0), 0.0)
+        sigmas.append(slopes[name])
+    for name, r in zip(lay.shapesys, lay.shapesys_row):
+        row = structure.rows[r]
+        nom, unc = jnp.asarray(sample(row)["data"], float), jnp.asarray(sample(row)["shapesys"][name], float)
         valid = (nom > 0) & (unc > 0)
-        tau = jnp.where(valid, (nom / jnp.where(valid, unc, 1.0)) ** 2, 1.0)
-    return Prepared(nominal, normsys_hi, normsys_lo, histosys_hi, histosys_lo, sigma, tau, valid)
+        taus.append(jnp.where(valid, (nom / jnp.where(valid, unc, 1.0)) ** 2, 1.0))
+        slopes[name] = jnp.where(valid, unc / jnp.where(valid, nom, 1.0), 0.0)  # = 1/sqrt(tau)
+        steps.append(slopes[name])
+    affine_a, affine_b = jnp.asarray(lay.affine_a), jnp.asarray(lay.affine_b)
+    if slopes:
+        affine_b = jnp.concatenate(
+            [slopes[p.name] if p.name in slopes else jnp.asarray(lay.affine_b[p.slice]) for p in structure.parameters]
+            + [jnp.zeros(1)]
+        )
+
+    def joined(parts):
+        return jnp.concatenate(parts) if parts else jnp.zeros(0)
+
+    return Prepared(nominal, log_hi, log_lo, coeffs, terms, affine_a, affine_b, joined(sigmas), joined(taus), joined(steps))
 
 
-def factors(structure: Structure, prep: Prepared, x: Array) -> Array:
-    """pyhf-valued multiplicative factors for every parameter slot, with a trailing 1.0 sentinel."""
-    lay = layout(structure)
-    values = jnp.concatenate([x, jnp.ones(1, x.dtype)])
-    if lay.lumi_index.size:
-        values = values.at[lay.lumi_index].set(lay.lumi_aux + lay.lumi_sigma * x[lay.lumi_index])
-    if lay.staterror_param.size:
-        values = values.at[lay.staterror_param].set(1.0 + prep.staterror_sigma * x[lay.staterror_param])
-    if lay.shapesys_param.size:
-        step = jnp.where(prep.shapesys_valid, 1.0 / jnp.sqrt(prep.shapesys_tau), 0.0)
-        values = values.at[lay.shapesys_param].set(1.0 + step * x[lay.shapesys_param])
-    return values
+def pyhf_values(prep: Prepared, x: Array) -> Array:
+    """pyhf-valued parameters (gamma, lambda, alpha, mu, ...) with a trailing 1.0 sentinel."""
+    return prep.affine_a + prep.affine_b * jnp.concatenate([x, jnp.zeros(1, x.dtype)])
 
 
 def expected_main(structure: Structure, prep: Prepared, x: Array) -> Array:
@@ -254,44 +276,73 @@ def expected_main(structure: Structure, prep: Prepared, x: Array) -> Array:
     lay = layout(structure)
     shape = prep.nominal
     if lay.histosys:
-        alpha = x[lay.histosys_index][None, :, None]
-        shape = shape + jnp.sum(code4p(alpha, prep.nominal[:, None, :], prep.histosys_hi, prep.histosys_lo), axis=1)
+        # code 4p is linear in the four template terms, with scalar coefficients per parameter.
+        alpha = x[lay.histosys_index]
+        a2 = alpha * alpha
+        inside = jnp.abs(alpha) <= 1.0
+        coefficients = jnp.stack([
+            jnp.where(inside, alpha, 0.0),
+            jnp.where(inside, a2 * (15.0 + a2 * (3.0 * a2 - 10.0)), 0.0),
+            jnp.where(alpha > 1.0, alpha, 0.0),
+            jnp.where(alpha < -1.0, alpha, 0.0),
+        ])
+        shape = shape + jnp.einsum("kh,khrb->rb", coefficients, prep.histosys_terms)
+    values = pyhf_values(prep, x)
     scale = jnp.ones(lay.n_rows, x.dtype)
+    for slot in lay.scalar_slots:  # products as explicit loops: jnp.prod's gradient is costly
+        scale = scale * values[slot]
     if lay.normsys:
-        scale = jnp.prod(code4(x[lay.normsys_index][None, :], prep.normsys_hi, prep.normsys_lo), axis=1)
-    values = factors(structure, prep, x)
-    scale = scale * jnp.prod(values[lay.scalar_slots], axis=0)
-    per_bin = jnp.prod(values[lay.bin_slots], axis=0)  # [R, B]
-    return jnp.sum(shape * scale[:, None] * per_bin * lay.row_mask, axis=0)
+        alpha = x[lay.normsys_index][None, :]
+        inside = jnp.clip(alpha, -1.0, 1.0)
+        c = prep.normsys_coeffs
+        polynomial = 1.0 + inside * (c[0] + inside * (c[1] + inside * (c[2] + inside * (c[3] + inside * (c[4] + inside * c[5])))))
+        outside = jnp.exp(jnp.abs(alpha) * jnp.where(alpha >= 1.0, prep.normsys_log_hi, prep.normsys_log_lo))
+        factor = jnp.where(jnp.abs(alpha) >= 1.0, outside, polynomial)
+        for k in range(factor.shape[1]):
+            scale = scale * factor[:, k]
+    for index, rows in zip(lay.bin_slot_index, lay.bin_slot_rows):
+        shape = shape * jnp.where(rows, values[index][None, :], 1.0)
+    return jnp.sum(shape * scale[:, None], axis=0)
 
 
-def constraint_logpdf(structure: Structure, prep: Prepared, x: Array, aux: Array) -> Array:
-    """Sum of the auxiliary-measurement log-probabilities (pyhf normalisation)."""
+def _poisson_kernel(n: Array, rate: Array) -> Array:
+    rate = floor_rate(rate)
+    return jax.scipy.special.xlogy(n, rate) - rate
+
+
+def _constraint_kernel(structure: Structure, prep: Prepared, x: Array, aux: Array) -> Array:
     lay = layout(structure)
-    total = jnp.zeros((), x.dtype)
-    if lay.gauss_index.size:
-        g = lay.gauss_index
-        pull = x[g] - aux[g]
-        total = total - 0.5 * jnp.sum(pull**2) - 0.5 * _LOG_2PI * g.size
-        if lay.lumi_sigma.size:
-            total = total - np.sum(np.log(lay.lumi_sigma))
-        if lay.staterror_param.size:
-            s = prep.staterror_sigma
-            total = total - jnp.sum(jnp.log(jnp.where(s > 0, s, 1.0)))
+    total = -0.5 * jnp.sum(jnp.where(lay.gauss_mask, (x - aux) ** 2, 0.0))
     if lay.shapesys_param.size:
-        i, tau, valid = lay.shapesys_param, prep.shapesys_tau, prep.shapesys_valid
-        step = jnp.where(valid, 1.0 / jnp.sqrt(tau), 0.0)
-        n_aux = tau * (1.0 + step * aux[i])
-        total = total + jnp.sum(poisson_logpdf(n_aux, tau * (1.0 + step * x[i])))
-        # A fixed (invalid) bin's pull does not enter the model: tie it to its datum so the fit stays regular.
-        total = total - 0.5 * jnp.sum(jnp.where(valid, 0.0, (x[i] - aux[i]) ** 2))
+        i, tau, step = lay.shapesys_param, prep.shapesys_tau, prep.shapesys_step
+        total = total + jnp.sum(_poisson_kernel(tau * (1.0 + step * aux[i]), tau * (1.0 + step * x[i])))
+        # A bin pyhf fixes does not enter the model: tie its pull to the datum so the fit stays regular.
+        total = total - 0.5 * jnp.sum(jnp.where(step > 0, 0.0, (x[i] - aux[i]) ** 2))
     return total
 
 
-def logpdf(structure: Structure, prep: Prepared, x: Array, main: Array, aux: Array) -> Array:
-    """Full log-likelihood: Poisson terms of the main measurement plus the constraint terms."""
+def normalisation(structure: Structure, prep: Prepared, main: Array, aux: Array) -> Array:
+    """The parameter-independent part of log L (lgamma and Gaussian normalisations, as pyhf)."""
+    lay = layout(structure)
+    total = lay.log_norm - jnp.sum(jax.scipy.special.gammaln(main + 1.0))
+    if lay.staterror_param.size:
+        s = prep.staterror_sigma
+        total = total - jnp.sum(jnp.log(jnp.where(s > 0, s, 1.0)))
+    if lay.shapesys_param.size:
+        n_aux = prep.shapesys_tau * (1.0 + prep.shapesys_step * aux[lay.shapesys_param])
+        total = total - jnp.sum(jax.scipy.special.gammaln(n_aux + 1.0))
+    return total
+
+
+def nll_unnormalised(x: Array, structure: Structure, prep: Prepared, main: Array, aux: Array) -> Array:
+    """-log L up to :func:`normalisation`: what the fits minimise (fewer operations per step)."""
     rate = expected_main(structure, prep, x)
-    return jnp.sum(poisson_logpdf(main, rate)) + constraint_logpdf(structure, prep, x, aux)
+    return -(jnp.sum(_poisson_kernel(main, rate)) + _constraint_kernel(structure, prep, x, aux))
+
+
+def logpdf(structure: Structure, prep: Prepared, x: Array, main: Array, aux: Array) -> Array:
+    """Full log-likelihood with pyhf's normalisation: equals ``pyhf.Model.logpdf``."""
+    return normalisation(structure, prep, main, aux) - nll_unnormalised(x, structure, prep, main, aux)
 
 
 def nll(x: Array, structure: Structure, prep: Prepared, main: Array, aux: Array) -> Array:
@@ -300,23 +351,14 @@ def nll(x: Array, structure: Structure, prep: Prepared, main: Array, aux: Array)
 
 def init_parameters(structure: Structure, prep: Prepared) -> Array:
     """The measurement config's inits (pyhf's suggested init) mapped into the fit parametrisation."""
-    lay = layout(structure)
-    x = jnp.concatenate([jnp.asarray(p.inits, float) for p in structure.parameters])
-    for p in structure.parameters:
-        if p.kind == "lumi":
-            x = x.at[p.slice].set((x[p.slice] - p.aux) / p.sigma)
-    if lay.staterror_param.size:
-        s = prep.staterror_sigma
-        x = x.at[lay.staterror_param].set(jnp.where(s > 0, (x[lay.staterror_param] - 1.0) / jnp.where(s > 0, s, 1.0), 0.0))
-    if lay.shapesys_param.size:
-        root_tau = jnp.sqrt(prep.shapesys_tau)
-        x = x.at[lay.shapesys_param].set(jnp.where(prep.shapesys_valid, (x[lay.shapesys_param] - 1.0) * root_tau, 0.0))
-    return x
+    inits = jnp.concatenate([jnp.asarray(p.inits, float) for p in structure.parameters])
+    a, b = prep.affine_a[:-1], prep.affine_b[:-1]
+    return jnp.where(b != 0, (inits - a) / jnp.where(b != 0, b, 1.0), 0.0)
 
 
 def to_pyhf_values(structure: Structure, prep: Prepared, x: Array) -> dict[str, Array]:
     """Parameter values in pyhf's units, by name (for comparison with pyhf or for reporting)."""
-    values = factors(structure, prep, x)
+    values = pyhf_values(prep, x)
     return {p.name: values[p.slice] for p in structure.parameters}
 
 

@@ -5,6 +5,7 @@ an optional ``templates`` pytree (layout in ``zprime_grad.stats.spec``); omitted
 templates are used. The jitted kernels are module-level functions keyed on the hashable structure, so
 models with the same structure share compiled code.
 
+Templates arguments: ``None`` (the spec's), a templates pytree, or its packed vector (``model.pack``).
 Data arguments: ``None`` means the spec's observations; otherwise a ``{channel: counts}`` mapping or
 a main-measurement vector in pyhf bin order (channels sorted by name). Auxiliary data are nominal.
 """
@@ -26,50 +27,62 @@ from zprime_grad.errors import UserError
 from zprime_grad.stats import infer
 from zprime_grad.stats import likelihood as lh
 from zprime_grad.stats.fit import FitOptions
-from zprime_grad.stats.spec import Structure, load_spec, parse_spec, write_spec
+from zprime_grad.stats.spec import Packing, Structure, load_spec, parse_spec, write_spec
 
 Array = jax.Array
 
 
 # ------------------------------------------------------------------------------------- jitted kernels
+# ``packing`` is None for a templates pytree, or the static ``Packing`` of a flat templates vector.
 
 
-@partial(jax.jit, static_argnames=("structure", "options", "gradient"))
-def _z_asimov(structure, templates, options, gradient):
-    prep = lh.prepare(structure, templates)
+def _prepare(structure, packing, templates) -> lh.Prepared:
+    if packing is not None:
+        templates = packing.unpack(templates)
+    return lh.prepare(structure, templates)
+
+
+@partial(jax.jit, static_argnames=("structure", "packing", "options", "gradient"))
+def _z_asimov(structure, packing, templates, options, gradient):
+    prep = _prepare(structure, packing, templates)
     return infer.discovery_significance_asimov(structure, prep, options=options, gradient=gradient)
 
 
-@partial(jax.jit, static_argnames=("structure", "options"))
-def _q0_asimov(structure, templates, options):
-    return infer.discovery_q0_asimov(structure, lh.prepare(structure, templates), options=options)
-
-
-@partial(jax.jit, static_argnames=("structure", "options"))
-def _discovery_observed(structure, templates, main, options):
-    prep = lh.prepare(structure, templates)
+@partial(jax.jit, static_argnames=("structure", "packing", "options"))
+def _discovery_observed(structure, packing, templates, main, options):
+    prep = _prepare(structure, packing, templates)
     return infer.discovery_observed(structure, prep, main, infer.nominal_aux(structure), options=options)
 
 
-@partial(jax.jit, static_argnames=("structure", "options"))
-def _profile(structure, templates, main, poi_value, fix_poi, options):
-    prep = lh.prepare(structure, templates)
-    aux = infer.nominal_aux(structure)
-    free = infer.profile(structure, prep, main, aux, options=options)
-    fixed = infer.profile(structure, prep, main, aux, poi_value, options=options)
-    chosen = jax.tree.map(lambda a, b: jnp.where(fix_poi, a, b), fixed, free)
-    return chosen, lh.to_pyhf_values(structure, prep, chosen.x)
+@partial(jax.jit, static_argnames=("structure", "packing", "options"))
+def _profile(structure, packing, templates, main, poi_value, fix_poi, options):
+    prep = _prepare(structure, packing, templates)
+    fit = infer.profile(structure, prep, main, infer.nominal_aux(structure), poi_value, fix_poi=fix_poi, options=options)
+    return fit, lh.to_pyhf_values(structure, prep, fit.x)
 
 
-@partial(jax.jit, static_argnames=("structure", "options"))
-def _expected_cls(structure, templates, mu, options):
-    return infer.expected_cls(structure, lh.prepare(structure, templates), mu, options=options)
+@partial(jax.jit, static_argnames=("structure", "packing", "options"))
+def _expected_cls(structure, packing, templates, mu, options):
+    return infer.expected_cls(structure, _prepare(structure, packing, templates), mu, options=options)
 
 
-@partial(jax.jit, static_argnames=("structure", "options"))
-def _cls_observed(structure, templates, mu, main, options):
-    prep = lh.prepare(structure, templates)
+@partial(jax.jit, static_argnames=("structure", "packing", "options"))
+def _cls_observed(structure, packing, templates, mu, main, options):
+    prep = _prepare(structure, packing, templates)
     return infer.cls_observed(structure, prep, mu, main, infer.nominal_aux(structure), options=options)
+
+
+@partial(jax.jit, static_argnames=("structure", "packing"))
+def _evaluate(structure, packing, templates, x, main, aux):
+    """Everything cheap at a given point, in one compiled call: logpdf, expected yields, pyhf values."""
+    prep = _prepare(structure, packing, templates)
+    return (lh.logpdf(structure, prep, x, main, aux), lh.expected_main(structure, prep, x),
+            lh.to_pyhf_values(structure, prep, x))
+
+
+@partial(jax.jit, static_argnames=("structure", "packing"))
+def _asimov(structure, packing, templates, poi_value):
+    return infer.asimov_data(structure, _prepare(structure, packing, templates), poi_value)
 
 
 # ---------------------------------------------------------------------------------------------- Model
@@ -82,6 +95,7 @@ class Model:
                  options: FitOptions = FitOptions()):
         self.structure = structure
         self._templates = jax.tree.map(lambda a: jnp.asarray(a, float), templates)
+        self.packing = Packing.of(self._templates)
         self._observations = observations
         self._spec = spec
         self.options = options
@@ -105,7 +119,8 @@ class Model:
 
         Observations: the given ones, else the spec's, else the mu = 1 Asimov main data.
         """
-        templates = self._templates if templates is None else templates
+        packing, templates = self._t(templates)
+        templates = templates if packing is None else packing.unpack(templates)
         if observations is None:
             observations = self._observations
         if observations is None:
@@ -130,32 +145,50 @@ class Model:
     def poi(self) -> str:
         return self.structure.poi
 
-    def _templates_or_nominal(self, templates):
-        return self._templates if templates is None else templates
+    def pack(self, templates=None) -> Array:
+        """Templates pytree -> flat vector (see ``stats.spec.Packing``); every method accepts either."""
+        return self.packing.pack(self._templates if templates is None else templates)
+
+    def unpack(self, vector: Array):
+        return self.packing.unpack(vector)
+
+    def _t(self, templates) -> tuple:
+        """``(packing or None, templates)`` for the kernels: nominal, a pytree, or a packed vector."""
+        if templates is None:
+            return None, self._templates
+        if isinstance(templates, (jax.Array, np.ndarray)) and np.ndim(templates) == 1:
+            if templates.shape[0] != self.packing.size:
+                raise UserError(f"packed templates: expected {self.packing.size} values, got {templates.shape[0]}")
+            return self.packing, templates
+        return None, templates
 
     def prepare(self, templates=None) -> lh.Prepared:
-        return lh.prepare(self.structure, self._templates_or_nominal(templates))
+        return _prepare(self.structure, *self._t(templates))
 
     def init_parameters(self, templates=None) -> Array:
         """pyhf's suggested init in the fit parametrisation (see ``stats.likelihood``)."""
-        return lh.init_parameters(self.structure, self.prepare(templates))
+        return infer.start_parameters(self.structure, self.prepare(templates))
+
+    def _evaluate(self, x, data, templates, aux):
+        aux = infer.nominal_aux(self.structure) if aux is None else jnp.asarray(aux, float)
+        main = jnp.zeros(self.structure.n_bins) if data is False else self.main_data(data)
+        return _evaluate(self.structure, *self._t(templates), jnp.asarray(x, float), main, aux)
 
     def pyhf_parameters(self, x: Array, templates=None) -> dict[str, Array]:
         """Parameter values in pyhf units, by name."""
-        return lh.to_pyhf_values(self.structure, self.prepare(templates), jnp.asarray(x, float))
+        return self._evaluate(x, False, templates, None)[2]
 
     def expected_data(self, x: Array, templates=None) -> Array:
         """Expected main-measurement yields (pyhf bin order) at fit parameters ``x``."""
-        return lh.expected_main(self.structure, self.prepare(templates), jnp.asarray(x, float))
+        return self._evaluate(x, False, templates, None)[1]
 
     def logpdf(self, x: Array, data=None, templates=None, aux: Array | None = None) -> Array:
         """log L at fit parameters ``x``; equals pyhf's ``logpdf`` at ``pyhf_parameters(x)``."""
-        aux = infer.nominal_aux(self.structure) if aux is None else aux
-        return lh.logpdf(self.structure, self.prepare(templates), jnp.asarray(x, float), self.main_data(data), aux)
+        return self._evaluate(x, data, templates, aux)[0]
 
     def asimov_data(self, poi_value: float = 1.0, templates=None) -> tuple[Array, Array, Array]:
         """``(x, main, aux)``: Asimov data at the suggested init with the POI set, and that point."""
-        return infer.asimov_data(self.structure, self.prepare(templates), poi_value)
+        return _asimov(self.structure, *self._t(templates), jnp.asarray(poi_value, float))
 
     def split_channels(self, main: Array) -> dict[str, np.ndarray]:
         main = np.asarray(main, float)
@@ -181,31 +214,31 @@ class Model:
 
     def discovery_significance(self, templates=None, *, gradient: infer.Gradient = "envelope") -> Array:
         """Expected Z0 = sqrt(q0) on the mu = 1 Asimov data; a JAX scalar differentiable in ``templates``."""
-        return _z_asimov(self.structure, self._templates_or_nominal(templates), self.options, gradient)
+        return _z_asimov(self.structure, *self._t(templates), self.options, gradient)
 
     def discovery_q0(self, templates=None) -> Array:
-        """Expected q0 on the mu = 1 Asimov data (clipped at 0)."""
-        return _q0_asimov(self.structure, self._templates_or_nominal(templates), self.options)
+        """Expected q0 on the mu = 1 Asimov data (clipped at 0): Z0 squared, from the same compiled kernel."""
+        return self.discovery_significance(templates) ** 2
 
     def discovery_observed(self, data=None, templates=None) -> infer.Discovery:
         """Observed discovery test: ``Discovery(Z, q0, mu_hat, x_hat)`` (differentiable in ``templates``)."""
-        return _discovery_observed(self.structure, self._templates_or_nominal(templates), self.main_data(data), self.options)
+        return _discovery_observed(self.structure, *self._t(templates), self.main_data(data), self.options)
 
     def fit(self, data=None, templates=None, *, poi_value: float | None = None) -> dict[str, Any]:
         """Maximum-likelihood fit (free, or with the POI fixed): ``{"x", "nll", "mu_hat", "parameters"}``."""
-        fixed = poi_value is not None
-        profile, values = _profile(self.structure, self._templates_or_nominal(templates), self.main_data(data),
+        fixed = jnp.asarray(poi_value is not None)
+        profile, values = _profile(self.structure, *self._t(templates), self.main_data(data),
                                    jnp.asarray(0.0 if poi_value is None else poi_value, float), fixed, self.options)
         return {"x": profile.x, "nll": profile.nll, "mu_hat": profile.x[self.structure.poi_index], "parameters": values}
 
     def expected_cls(self, mu: float | Array, templates=None) -> Array:
         """Expected CLs band (pyhf order, see ``stats.infer``) from the nominal background-only Asimov data."""
-        return _expected_cls(self.structure, self._templates_or_nominal(templates), jnp.asarray(mu, float), self.options)
+        return _expected_cls(self.structure, *self._t(templates), jnp.asarray(mu, float), self.options)
 
     def cls(self, mu: float | Array, data=None, templates=None) -> infer.CLs:
         """Observed CLs and expected band at ``mu`` on data, as ``pyhf.infer.hypotest(test_stat="qtilde")``."""
-        return _cls_observed(self.structure, self._templates_or_nominal(templates), jnp.asarray(mu, float),
-                             self.main_data(data), self.options)
+        return _cls_observed(self.structure, *self._t(templates), jnp.asarray(mu, float), self.main_data(data),
+                             self.options)
 
     def upper_limit(self, data=None, templates=None, *, level: float = 0.05, expected_only: bool = False,
                     rtol: float = 1e-8) -> dict[str, Any]:
@@ -214,7 +247,6 @@ class Model:
         Root-finding (Brent) on the host over jitted CLs evaluations; ``expected_only`` (or a spec without
         observations) uses the nominal background-only Asimov data and needs no observed data.
         """
-        templates = self._templates_or_nominal(templates)
         if expected_only or (data is None and self._observations is None):
             def curves(mu):
                 return np.asarray(self.expected_cls(mu, templates)), None
@@ -222,7 +254,7 @@ class Model:
             main = self.main_data(data)
 
             def curves(mu):
-                result = _cls_observed(self.structure, templates, jnp.asarray(mu, float), main, self.options)
+                result = self.cls(mu, main, templates)
                 return np.asarray(result.expected), float(result.observed)
 
         cache: dict[float, tuple] = {}
