@@ -73,11 +73,16 @@ class Objects:
     def with_fields(self, **changes) -> "Objects":
         return Objects({**self.fields, **changes}, self.valid)
 
-    def sorted_by_pt(self) -> "Objects":
-        """Selected objects first, in decreasing pT; unselected ones after them."""
-        order = np.argsort(np.where(self.valid, -self.fields["pt"], np.inf), axis=1, kind="stable")
+    def leading(self, width: int) -> "Objects":
+        """The ``width`` highest-pT selected objects, in decreasing pT; empty slots invalid and zero."""
+        key = np.where(self.valid, -self.fields["pt"], np.inf)
+        order = np.argsort(key, axis=1, kind="stable")[:, :width]
         take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-        return Objects({k: take(v) for k, v in self.fields.items()}, take(self.valid))
+        fields, valid = {k: take(v) for k, v in self.fields.items()}, take(self.valid)
+        if valid.shape[1] < width:  # a collection narrower than the slots: pad with empty slots
+            pad = ((0, 0), (0, width - valid.shape[1]))
+            fields, valid = {k: np.pad(v, pad) for k, v in fields.items()}, np.pad(valid, pad)
+        return Objects(fields, valid)
 
     def count(self) -> np.ndarray:
         return self.valid.sum(axis=1)
@@ -85,18 +90,12 @@ class Objects:
     def sum(self, name: str) -> np.ndarray:
         return np.where(self.valid, self.fields[name], 0.0).sum(axis=1)
 
-    def slots(self, name: str, width: int) -> np.ndarray:
-        """The first ``width`` values (zero where invalid), padded if the collection is narrower."""
-        values = np.where(self.valid, self.fields[name], 0.0)[:, :width]
-        if values.shape[1] < width:
-            values = np.pad(values, ((0, 0), (0, width - values.shape[1])))
-        return values.astype(np.float32)
+    def slots(self, name: str) -> np.ndarray:
+        """float32 values, zero where no object (use on `leading` objects for fixed-width columns)."""
+        return np.where(self.valid, self.fields[name], 0.0).astype(np.float32)
 
-    def mask(self, width: int) -> np.ndarray:
-        m = self.valid[:, :width]
-        if m.shape[1] < width:
-            m = np.pad(m, ((0, 0), (0, width - m.shape[1])))
-        return m.astype(np.float32)
+    def mask(self) -> np.ndarray:
+        return self.valid.astype(np.float32)
 
     def take(self, rows) -> "Objects":
         return Objects({k: v[rows] for k, v in self.fields.items()}, self.valid[rows])

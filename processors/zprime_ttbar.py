@@ -101,20 +101,21 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         return tight & (np.abs(jets.eta) < JET_ETA) & clean
 
     def select_jets(self, jets: Objects, quality: np.ndarray) -> Objects:
-        return jets.where(quality & (jets.pt > JET_PT)).sorted_by_pt()
+        return jets.where(quality & (jets.pt > JET_PT))
 
     def select_fatjets(self, fatjets: Objects) -> Objects:
-        return fatjets.where((fatjets.pt > FATJET_PT) & (np.abs(fatjets.eta) < FATJET_ETA)).sorted_by_pt()
+        return fatjets.where((fatjets.pt > FATJET_PT) & (np.abs(fatjets.eta) < FATJET_ETA))
 
     # -------------------------------------------------------------------------------- observables
     def kinematics(self, muon, jet_quality, jets: Objects, fatjets: Objects, met_pt, met_phi):
         """Everything JES/JER can change, for one variation: padded objects, baseline, observables."""
         jets, fatjets = self.select_jets(jets, jet_quality), self.select_fatjets(fatjets)
         n_jets, n_fat = jets.count(), fatjets.count()
-        cols = {f"jet_{f}": jets.slots(f, JET_SLOTS) for f in ("pt", "eta", "phi", "mass", "btag")}
-        cols.update({f"fatjet_{f}": fatjets.slots(f, FATJET_SLOTS)
+        lead_jets, lead_fatjets = jets.leading(JET_SLOTS), fatjets.leading(FATJET_SLOTS)
+        cols = {f"jet_{f}": lead_jets.slots(f) for f in ("pt", "eta", "phi", "mass", "btag")}
+        cols.update({f"fatjet_{f}": lead_fatjets.slots(f)
                      for f in ("pt", "eta", "phi", "mass", "msoftdrop", "top_score")})
-        cols["jet_mask"], cols["fatjet_mask"] = jets.mask(JET_SLOTS), fatjets.mask(FATJET_SLOTS)
+        cols["jet_mask"], cols["fatjet_mask"] = lead_jets.mask(), lead_fatjets.mask()
         cols["n_jets"], cols["n_fatjets"] = n_jets, n_fat
         cols["baseline"] = (n_jets >= 2) & (n_fat >= 1)
         cols["met_pt"], cols["met_phi"] = met_pt, met_phi
