@@ -28,7 +28,12 @@ def inputs(tmp_path_factory):
         path.write_text(json.dumps(fs))
         return str(path)
 
+    no_xsec = json.loads(Path(fileset("tmp")).read_text())
+    del no_xsec["ttbar"]["metadata"]["xsec"]
+    (d / "no_xsec.json").write_text(json.dumps(no_xsec))
+
     return {
+        "no_xsec": str(d / "no_xsec.json"),
         "good": fileset("good"),
         "missing": fileset("missing", {str(d / "nowhere.root"): "Events"}),
         "corrupt": fileset("corrupt", {str(d / "corrupt.root"): "Events"}),
@@ -92,3 +97,8 @@ def test_missing_branch_names_branch_and_file(inputs, tmp_path, capsys):
     rc, _, err = skim(capsys, inputs["no_branch"], tmp_path / "F", "--executor", "futures")
     assert rc == 2 and "no_tag.root" in err and "FatJet_particleNet_TvsQCD" in err
     assert "Traceback" not in err
+
+
+def test_mc_without_a_cross_section_is_refused_before_any_work(inputs, tmp_path, capsys):
+    rc, _, err = skim(capsys, inputs["no_xsec"], tmp_path / "G", "--executor", "dask")
+    assert rc == 2 and "dataset ttbar" in err and "xsec" in err and "Traceback" not in err

@@ -86,11 +86,18 @@ def check_files(fileset: dict, processor, *, skip_bad_files: bool = False) -> tu
 
 
 def fill_sumw(fileset: dict) -> dict:
-    """Give every MC dataset a ``sumw`` (Σ genWeight over all its files) unless the metadata has one."""
+    """Check each MC dataset's ``xsec`` and give it a ``sumw`` (Σ genWeight over all its files) unless
+    the metadata has one: event weights are xsec·lumi·genWeight/Σ genWeight."""
     out = copy.deepcopy(fileset)
-    for entry in out.values():
+    for name, entry in out.items():
         meta = entry["metadata"]
-        if not meta.get("is_data", False) and meta.get("sumw") is None:
+        if meta.get("is_data", False):
+            continue
+        xsec = meta.get("xsec")
+        if not isinstance(xsec, (int, float)) or isinstance(xsec, bool) or xsec <= 0:
+            raise UserError(f"dataset {name}: metadata 'xsec' (pb) must be a positive number for MC "
+                            f"(got {xsec!r}); mark data with is_data: true")
+        if meta.get("sumw") is None:
             meta["sumw"] = dataset_sumw(list(entry["files"]))
     return out
 

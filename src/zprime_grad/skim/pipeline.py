@@ -82,7 +82,7 @@ def connect(options: SkimConfig):
             raise UserError(f"cannot connect to Dask scheduler {options.scheduler}: {err}") from None
     logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
+                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
