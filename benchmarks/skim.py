@@ -89,7 +89,8 @@ def main() -> None:
 
     entries, processtime = metrics["entries"], metrics["processtime"]
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1min": os.getloadavg()[0]},  # a shared machine: timings are rough
         "fileset": str(args.fileset), "chunksize": args.chunksize, "chunks": len(items), "entries": entries,
         "skimmed_events": sum(c.n_events for c in out["chunks"]),
         "bytes_read": metrics["bytesread"], "branches_read": len(branches),
