@@ -11,6 +11,15 @@ Objects (CMS 2016-legacy style, as the reference analysis):
 Skim baseline (loose, fixed): a muon trigger, exactly one muon, ≥ 2 jets, ≥ 1 fat jet. An event is
 kept if it passes in the nominal or in any JES/JER variation; ``baseline`` records the nominal pass.
 
+Columns (ColumnChunk, float32): ``muon_pt/eta/phi``; ``met_pt/phi``; ``lep_ht`` = muon pT + MET;
+``st`` = muon pT + MET + Σ jet pT; ``n_jets``, ``n_fatjets`` (all selected); the 8 leading jets
+``jet_pt/eta/phi/mass/btag`` (DeepCSV) + ``jet_mask``; the 4 leading fat jets
+``fatjet_pt/eta/phi/mass/msoftdrop/top_score`` + ``fatjet_mask``; ``mtt`` (μ + ν(W-mass pz) + the jet
+closest to the muon, b-tagged if any + the leading loose-top-tagged fat jet, else the leading one);
+``mtt_simple`` (the reference: μ + leading fat jet + leading jet + MET at η = 0); ``baseline``,
+``parity``, ``valid``. JES/JER variations replace every column except the muon and parity ones;
+weights ``nominal``, ``muon_sf_up/down``, ``btag_sf_up/down``.
+
 Channels (mutually exclusive), all at θ₀ = the reference analysis:
 - ``signal``: MET, muon pT + MET, ≥ 1 b tag, exactly 1 top-tagged fat jet (score and pT cut);
 - ``ttbar_cr``: the same but no top-tagged fat jet;

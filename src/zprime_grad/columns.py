@@ -25,7 +25,6 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import awkward as ak
 import numpy as np
 import uproot
 
@@ -117,16 +116,6 @@ class ColumnChunk:
 
 
 # ------------------------------------------------------------------------------------ padding helpers
-def pad_objects(values: ak.Array, width: int) -> np.ndarray:
-    """A jagged per-event list → float32 (events, width), truncated or zero-filled."""
-    padded = ak.fill_none(ak.pad_none(values, width, axis=1, clip=True), 0)
-    return np.asarray(ak.to_numpy(padded), dtype=np.float32).reshape(len(values), width)
-
-
-def object_mask(counts: np.ndarray, width: int) -> np.ndarray:
-    return (np.arange(width)[None, :] < np.asarray(counts)[:, None]).astype(np.float32)
-
-
 def bucket_length(n: int, buckets: Sequence[int]) -> int:
     """The smallest bucket ≥ n; beyond the largest, the next multiple of it."""
     for b in sorted(buckets):
