@@ -24,8 +24,8 @@ which is not what the KDE computes.) The shape of the kernel idea follows ``rela
 
 ``method="local"`` evaluates the CDF only at the edges of a window of ``W`` bins (``W`` static) that starts at
 the bin holding ``x - n_sigma h`` and so reaches ``n_sigma`` bandwidths on both sides of the event, puts
-the kernel mass beyond the window into the window's end bins (so totals remain exactly ``sum w``), and
-scatter-adds. The mass it
+the kernel mass beyond the window into the window's end bins (so totals remain exactly ``sum w``), and accumulates the
+windows by their start bin. The mass it
 moves is at most ``w * Phi(-n_sigma)`` per event (1e-9 for the default ``n_sigma = 6``).
 """
 
@@ -206,10 +206,15 @@ def _kde_local(x: Array, weights: Array, edges: Array, h, window: int, n_sigma: 
     # under/overflow folding of the dense version.
     cdf = jnp.concatenate([jnp.zeros_like(inner[:, :1]), inner, jnp.ones_like(inner[:, :1])], axis=1)
     wp = weights[:, None] * jnp.diff(cdf, axis=1)  # [N, window]
-    bins = (start[:, None] + offsets[None, :]).reshape(-1)
-    yields = jax.ops.segment_sum(wp.reshape(-1), bins, num_segments=n_bins)
-    sumw2 = jax.ops.segment_sum((wp * wp).reshape(-1), bins, num_segments=n_bins)
-    return yields, sumw2
+    # Histogram the window starts with a one-hot matmul, then shift each window column into place. (A
+    # scatter-add is as fast alone but 2x slower than this inside a large graph on XLA's CPU backend.)
+    n_starts = n_bins - window + 1
+    one_hot = (start[:, None] == jnp.arange(n_starts)[None, :]).astype(wp.dtype)  # [N, S]
+    by_start = one_hot.T @ jnp.concatenate([wp, wp * wp], axis=1)  # [S, 2W]
+    out = jnp.zeros((2, n_bins), wp.dtype)
+    for j in range(window):
+        out = out.at[:, j : j + n_starts].add(by_start[:, [j, window + j]].T)
+    return out[0], out[1]
 
 
 def hard_histogram(x: Array, weights: Array, edges: Array) -> tuple[Array, Array]:
