@@ -131,8 +131,8 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         cols["lep_ht"] = muon["pt"] + met_pt
         cols["st"] = muon["pt"] + met_pt + jets.sum("pt")
         met = {"pt": met_pt, "phi": met_phi}
-        lead = lambda prefix, i: {f: np.take_along_axis(cols[f"{prefix}_{f}"], i[:, None], 1)[:, 0]  # noqa: E731
-                                  for f in ("pt", "eta", "phi", "mass")}
+        events = np.arange(len(met_pt))
+        lead = lambda prefix, i: {f: cols[f"{prefix}_{f}"][events, i] for f in ("pt", "eta", "phi", "mass")}  # noqa: E731
         first = np.zeros(len(met_pt), dtype=np.int64)
         cols["mtt_simple"] = reco.mtt_reference(muon, met, lead("jet", first), lead("fatjet", first))
         cols["mtt"] = reco.mtt_full(muon, met, lead("jet", self.leptonic_bjet(cols, muon)),
