@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"zprime-grad skim: {'reused' if cached else 'wrote'} {args.out}/skim.json "
           f"({len(report['columns'])} chunks, executor {report['executor']})")
     for name, d in report["datasets"].items():
-        counts = ", ".join(f"{ch} {c['raw']} ({c['weighted']:.4g})" for ch, c in d["channels"].items())
+        channels = sorted(d["channels"].items(), key=lambda item: item[0] != "skim")  # skim first
+        counts = ", ".join(f"{ch} {c['raw']} ({c['weighted']:.4g})" for ch, c in channels)
         print(f"  {name:12s} read {d['entries_read']:>9d}  {counts}")
     for bad in report["bad_files"]:
         print(f"  skipped bad file {bad['file']}: {bad['error']}")

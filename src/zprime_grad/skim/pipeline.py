@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from zprime_grad import __version__
 from zprime_grad.config import Config, SkimConfig
 from zprime_grad.errors import UserError
@@ -30,8 +32,10 @@ def skim_options(config: Config, **overrides) -> SkimConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return SkimConfig.model_validate({**config.skim.model_dump(), **given})
-    except Exception as err:
-        raise UserError(f"invalid skim option: {err}") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in err.errors())
+        raise UserError(f"invalid skim option: {problems}") from None
 
 
 def config_hash(config: Config, options: SkimConfig) -> str:
