@@ -47,7 +47,7 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
     log.info("generate: %d events in %d files on %d worker(s)", total, len(todo), workers)
     # spawn: the parent may have started threads (jax, dask) that a fork would copy half-initialised
     context = multiprocessing.get_context("spawn")
-    with multiprocessing.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         queue = manager.Queue()
         pending = {pool.submit(generate_file, job, queue): job for job in sorted(todo, key=lambda j: -j.n_events)}
         bar = tqdm(total=total, unit="ev", desc="generate", disable=not progress, mininterval=1.0)
