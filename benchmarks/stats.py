@@ -11,11 +11,10 @@ Model: 3 channels x 20 bins x 5 samples (signal + 4 backgrounds); 67 parameters 
   (nominal, sumw2, two histosys variations from event-level shifts) -> Z0, value+grad w.r.t. the
   thresholds; dense vs local KDE, with the agreement of the two results.
 
-Timings are the median (and best) of ``--repeat`` blocks of calls, wall clock and process CPU time.
-On a shared machine the wall clock of a block includes time the process was not running; CPU time
-does not. Writes ``benchmarks/results/stats.json`` (``--out`` to change).
+Timings are per call: minimum, lower quartile, median and mean wall clock, and the mean process CPU
+time (see ``timed``). Writes ``benchmarks/results/stats.json`` (``--out`` to change).
 
-    .venv/bin/python benchmarks/stats.py [--events-per-template 10000] [--repeat 7] [--out PATH]
+    .venv/bin/python benchmarks/stats.py [--events-per-template 10000] [--calls 400] [--out PATH]
 """
 
 from __future__ import annotations
@@ -74,24 +73,28 @@ def model_spec(rng: np.random.Generator) -> dict:
     }
 
 
-def timed(fn, *args, repeat: int, min_block_s: float = 0.3) -> dict:
-    """Median/best seconds per call over ``repeat`` blocks (each >= min_block_s), wall and CPU."""
+def timed(fn, *args, calls: int) -> dict:
+    """Per-call wall-clock seconds (min, quartiles, mean) over ``calls`` calls, and mean process CPU time.
+
+    On a shared machine single calls are sometimes preempted: the minimum and the lower quartile show
+    the cost of the work, the median and mean what a user saw during this run.
+    """
     jax.block_until_ready(fn(*args))
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < min_block_s / 3:
+    times = []
+    c0 = time.process_time()
+    for _ in range(calls):
+        t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        n += 1
-    per_block = max(1, int(n * 3))
-    wall, cpu = [], []
-    for _ in range(repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(per_block):
-            out = fn(*args)
-            jax.block_until_ready(out)
-        wall.append((time.perf_counter() - w0) / per_block)
-        cpu.append((time.process_time() - c0) / per_block)
-    return {"median_s": statistics.median(wall), "best_s": min(wall), "cpu_median_s": statistics.median(cpu),
-            "calls_per_block": per_block, "blocks": repeat}
+        times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - c0) / calls
+    t = np.asarray(times)
+    return {"min_s": float(t.min()), "p25_s": float(np.percentile(t, 25)), "median_s": float(np.median(t)),
+            "mean_s": float(t.mean()), "cpu_mean_s": cpu, "calls": calls}
+
+
+def ms(stats: dict) -> str:
+    return (f"median {stats['median_s'] * 1e3:.3f} ms (min {stats['min_s'] * 1e3:.3f}, "
+            f"p25 {stats['p25_s'] * 1e3:.3f}, cpu/call {stats['cpu_mean_s'] * 1e3:.3f})")
 
 
 def compile_time(fn, *args) -> float:
@@ -139,7 +142,7 @@ def events_objective(model: Model, events: dict, method: str, window: int | None
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events-per-template", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=400, help="calls timed for templates->Z0 (KDE: /10)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/stats.json"))
     args = parser.parse_args(argv)
     rng = np.random.default_rng(2024)
@@ -162,13 +165,11 @@ def main(argv=None) -> dict:
     tree_compile_s = compile_time(vg_tree, model.nominal_templates())
     result["templates_to_z"] = {
         "Z0": float(z), "grad_norm": float(jnp.linalg.norm(grad)),
-        "compile_s": compile_s, "packed": timed(vg_packed, packed, repeat=args.repeat),
-        "pytree_compile_s": tree_compile_s, "pytree": timed(vg_tree, model.nominal_templates(), repeat=args.repeat),
+        "compile_s": compile_s, "packed": timed(vg_packed, packed, calls=args.calls),
+        "pytree_compile_s": tree_compile_s, "pytree": timed(vg_tree, model.nominal_templates(), calls=args.calls),
     }
-    print(f"templates->Z0 value+grad: packed {result['templates_to_z']['packed']['median_s'] * 1e3:.3f} ms "
-          f"(best {result['templates_to_z']['packed']['best_s'] * 1e3:.3f}, cpu "
-          f"{result['templates_to_z']['packed']['cpu_median_s'] * 1e3:.3f}), pytree "
-          f"{result['templates_to_z']['pytree']['median_s'] * 1e3:.3f} ms; compile {compile_s:.1f} s")
+    print(f"templates->Z0 value+grad, packed: {ms(result['templates_to_z']['packed'])}; compile {compile_s:.1f} s")
+    print(f"templates->Z0 value+grad, pytree: {ms(result['templates_to_z']['pytree'])}")
 
     # --- one KDE template, dense vs local
     n = args.events_per_template
@@ -183,17 +184,19 @@ def main(argv=None) -> dict:
             return jnp.sum(yields**2) + jnp.sum(sumw2)
 
         f = jax.jit(jax.value_and_grad(kde_objective))
-        kde_timings[method] = timed(f, 0.2, repeat=args.repeat)
+        kde_timings[method] = timed(f, 0.2, calls=max(20, args.calls // 10))
         kde_timings[method]["value"] = float(f(0.2)[0])
         kde_timings[method]["grad"] = float(f(0.2)[1])
     kde_timings["window_bins"] = window
     kde_timings["speedup_local_vs_dense"] = kde_timings["dense"]["median_s"] / kde_timings["local"]["median_s"]
-    kde_timings["speedup_local_vs_dense_cpu"] = kde_timings["dense"]["cpu_median_s"] / kde_timings["local"]["cpu_median_s"]
+    kde_timings["speedup_local_vs_dense_min"] = kde_timings["dense"]["min_s"] / kde_timings["local"]["min_s"]
+    kde_timings["speedup_local_vs_dense_cpu"] = kde_timings["dense"]["cpu_mean_s"] / kde_timings["local"]["cpu_mean_s"]
     kde_timings["rel_diff_value"] = abs(kde_timings["local"]["value"] / kde_timings["dense"]["value"] - 1)
     result["kde"] = {"events": n, **kde_timings}
     print(f"KDE ({n} events, {N_BINS} bins) value+grad: dense {kde_timings['dense']['median_s'] * 1e3:.2f} ms, "
           f"local {kde_timings['local']['median_s'] * 1e3:.2f} ms: x{kde_timings['speedup_local_vs_dense']:.2f} "
-          f"(cpu x{kde_timings['speedup_local_vs_dense_cpu']:.2f})")
+          f"(min x{kde_timings['speedup_local_vs_dense_min']:.2f}, cpu x{kde_timings['speedup_local_vs_dense_cpu']:.2f}); "
+          f"rel. diff {kde_timings['rel_diff_value']:.1e}")
 
     # --- events -> Z0
     thresholds = jnp.asarray([0.0, 0.2, -0.2])
@@ -203,18 +206,19 @@ def main(argv=None) -> dict:
         compile_s = compile_time(f, thresholds)
         z, g = f(thresholds)
         chain[method] = {"compile_s": compile_s, "Z0": float(z), "grad": [float(v) for v in g],
-                         **timed(f, thresholds, repeat=max(3, args.repeat // 2), min_block_s=1.0)}
+                         **timed(f, thresholds, calls=10)}
         n_events = len(events) * n
         chain[method]["events"] = n_events
         chain[method]["events_per_s"] = n_events / chain[method]["median_s"]
     chain["speedup_local_vs_dense"] = chain["dense"]["median_s"] / chain["local"]["median_s"]
-    chain["speedup_local_vs_dense_cpu"] = chain["dense"]["cpu_median_s"] / chain["local"]["cpu_median_s"]
+    chain["speedup_local_vs_dense_min"] = chain["dense"]["min_s"] / chain["local"]["min_s"]
+    chain["speedup_local_vs_dense_cpu"] = chain["dense"]["cpu_mean_s"] / chain["local"]["cpu_mean_s"]
     chain["rel_diff_Z0"] = abs(chain["local"]["Z0"] / chain["dense"]["Z0"] - 1)
     chain["max_rel_diff_grad"] = max(abs(a / b - 1) for a, b in zip(chain["local"]["grad"], chain["dense"]["grad"]))
     result["events_to_z"] = chain
     print(f"events->Z0 value+grad ({len(events) * n} events, 5 KDE per template): dense "
           f"{chain['dense']['median_s'] * 1e3:.1f} ms, local {chain['local']['median_s'] * 1e3:.1f} ms: "
-          f"x{chain['speedup_local_vs_dense']:.2f}; Z0 {chain['local']['Z0']:.6f} (rel diff {chain['rel_diff_Z0']:.1e}, "
+          f"x{chain['speedup_local_vs_dense']:.2f} (cpu x{chain['speedup_local_vs_dense_cpu']:.2f}); Z0 {chain['local']['Z0']:.6f} (rel diff {chain['rel_diff_Z0']:.1e}, "
           f"grad {chain['max_rel_diff_grad']:.1e})")
 
     result["machine"]["loadavg_end"] = os.getloadavg()
