@@ -57,3 +57,15 @@ class Analysis:
 
         return optimise(self.config, out=out, columns=columns, fileset=fileset, backend=backend, client=client,
                         **options)
+
+    def validate(self, params, columns=None, *, fileset=None, out="outputs/validate", executor: str | None = None,
+                 client=None, **options) -> dict:
+        """Check θ* (``params``: a params.json path or the dict ``.optimise`` returned) against the baseline
+        as hard cuts on the held-out (odd) events with hist/cabinetry/pyhf (``zprime_grad.validate``);
+        writes ``out/validation.json`` and returns it. ``columns``: a skim directory or what ``.skim``
+        returned; or ``fileset=`` (coffea Runner on ``executor``). Other keywords: workers, scheduler, chunksize.
+        """
+        from zprime_grad.validate import validate
+
+        return validate(self.config, params=params, out=out, columns=columns, fileset=fileset, executor=executor,
+                        client=client, **options)

@@ -22,6 +22,7 @@ COMMANDS = [
     "zprime_grad.stats.cli",
     "zprime_grad.optimise.cli",
     "zprime_grad.skim.cli",
+    "zprime_grad.validate.cli",
 ]
 
 

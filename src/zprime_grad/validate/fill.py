@@ -1,0 +1,94 @@
+"""Fill the hard-cut histograms: from a fileset through coffea's ``Runner`` (any executor), or from
+ColumnChunks already skimmed (a skim directory, a `SkimResult`, resident chunks on Dask).
+
+Every path runs `hists.fill_chunk` on the same ColumnChunks, so they give the same histograms (the
+tests compare them). The fileset is checked on the driver first (files, branches, xsec, Σ genWeight),
+exactly as for the skim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+from coffea import processor as coffea_processor
+from coffea.nanoevents import NanoAODSchema
+
+from zprime_grad.errors import UserError
+from zprime_grad.skim.fileset import check_files, fill_sumw, load_fileset
+from zprime_grad.skim.runner import user_error_from
+from zprime_grad.validate.hists import Binning, fill_chunk
+from zprime_grad.validate.processor import ValidationProcessor
+
+EXECUTORS = ("iterative", "futures", "dask")
+
+
+def prepare_fileset(fileset, analysis) -> dict:
+    """The checked fileset with ``sumw`` filled per dataset (as the skim does it)."""
+    checked, _ = check_files(load_fileset(fileset), analysis)
+    return fill_sumw(checked)
+
+
+def coffea_executor(name: str, *, workers: int = 2, client=None):
+    if name == "iterative":
+        return coffea_processor.IterativeExecutor(status=False)
+    if name == "futures":
+        import loky
+
+        pool = loky.get_reusable_executor(max_workers=workers)
+        return coffea_processor.FuturesExecutor(workers=workers, pool=pool, status=False)
+    if name == "dask":
+        if client is None:
+            raise UserError("validate: the dask executor needs a Dask client (--scheduler, or client=)")
+        return coffea_processor.DaskExecutor(client=client, status=False, treereduction=4)
+    raise UserError(f"validate: executor must be one of {', '.join(EXECUTORS)}, not '{name}'")
+
+
+def fill_with_runner(fileset, analysis, binning: Binning, thetas: Mapping[str, Mapping[str, float]], *,
+                     executor: str = "iterative", workers: int = 2, client=None, chunksize: int = 100_000,
+                     treename: str = "Events", checked: bool = False) -> dict:
+    """``{label: hist.Hist}`` over the whole fileset with `ValidationProcessor` through coffea's Runner."""
+    fileset = fileset if checked else prepare_fileset(fileset, analysis)
+    runner = coffea_processor.Runner(coffea_executor(executor, workers=workers, client=client),
+                                     schema=NanoAODSchema, chunksize=chunksize)
+    stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
+            warnings.filterwarnings("ignore", message="Performed attempt")
+            out = runner(fileset, ValidationProcessor(analysis, binning, thetas), treename=treename)
+    except UserError:
+        raise
+    except Exception as err:
+        raise user_error_from(err) from None
+    return out
+
+
+def add_outputs(parts) -> dict:
+    """Σ of ``{label: Hist}`` outputs (what coffea's accumulate does for them)."""
+    total: dict = {}
+    for filled in parts:
+        total = filled if not total else {k: total[k] + filled[k] for k in total}
+    return total
+
+
+def _fill_all(chunks, binning, thetas) -> dict:
+    return add_outputs(fill_chunk(chunk, binning, thetas) for chunk in chunks)
+
+
+def fill_from_columns(columns, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict:
+    """The same histograms from skimmed chunks: a skim directory, a `SkimResult`, or `ResidentChunks`
+    (filled on the workers that hold the chunks; only histograms come back)."""
+    thetas = {k: dict(v) for k, v in thetas.items()}
+    if hasattr(columns, "futures") and hasattr(columns, "client"):  # resident on Dask
+        client = columns.client
+        parts = client.map(fill_chunk, list(columns.futures), binning=binning, thetas=thetas, pure=False)
+        return client.submit(add_outputs, parts).result()
+    if hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):
+        return _fill_all(columns.chunks, binning, thetas)
+    from zprime_grad.columns import ColumnChunk
+    from zprime_grad.optimise.sources import chunk_paths
+
+    return _fill_all((ColumnChunk.from_npz(p) for p in chunk_paths(columns)), binning, thetas)

@@ -1,0 +1,105 @@
+"""Hard-cut histograms of one ColumnChunk: ``hist.Hist`` per cut set, channel × process × variation × observable.
+
+The selection is ``Channel.hard_mask(chunk.view(variation), θ)`` — the hard cuts derived from the same
+declarations as the optimiser's soft ones — and only the **held-out half** enters: the event weight is
+``2 · [parity = 1] · w`` (×2: one half stands for the full luminosity, exactly as the optimiser's
+validation templates). Variations, as in the optimiser's layout:
+
+* ``nominal``: nominal columns, nominal weight;
+* weight variations (``btag_sf_up`` …, every weight except nominal): nominal columns, varied weight;
+* kinematic variations (``jes_up`` …, every ``chunk.variations`` entry): varied columns, nominal weight;
+* data: ``nominal`` only, process ``data``.
+
+The observable axis has the optimiser's edges and no flow bins (the fit sees only these bins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import hist
+import numpy as np
+
+from zprime_grad.selection import Channel
+
+NOMINAL = "nominal"
+DATA = "data"
+HELDOUT_PARITY = 1  # odd event numbers: never seen by the optimiser
+HALF_SCALE = 2.0  # one half of the events stands for the full luminosity
+
+
+@dataclass(frozen=True)
+class Binning:
+    """What is histogrammed: the channels (bound to the fit observable) and the observable's edges."""
+
+    channels: tuple[Channel, ...]
+    observable: str
+    edges: tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, channels: Sequence[Channel], config) -> "Binning":
+        """The optimiser's binning (``optimise.observable``, ``bins``, ``range``): same as its layout."""
+        opt = config.optimise
+        edges = tuple(float(e) for e in np.linspace(opt.range[0], opt.range[1], opt.bins + 1))
+        return cls(tuple(Channel(c.name, c.cuts, opt.observable) for c in channels), opt.observable, edges)
+
+
+def empty_hist(binning: Binning) -> hist.Hist:
+    return hist.Hist(
+        hist.axis.StrCategory([], growth=True, name="channel", label="channel"),
+        hist.axis.StrCategory([], growth=True, name="process", label="process"),
+        hist.axis.StrCategory([], growth=True, name="variation", label="variation"),
+        hist.axis.Variable(binning.edges, name="observable", label=binning.observable, underflow=False, overflow=False),
+        storage=hist.storage.Weight(),
+    )
+
+
+def variations_of(chunk) -> list[tuple[str, str, str]]:
+    """``(variation, columns view, weight)`` triples the chunk fills."""
+    if chunk.is_data:
+        return [(NOMINAL, NOMINAL, NOMINAL)]
+    out = [(NOMINAL, NOMINAL, NOMINAL)]
+    out += [(w, NOMINAL, w) for w in sorted(chunk.weights) if w != NOMINAL]
+    out += [(v, v, NOMINAL) for v in sorted(chunk.variations)]
+    return out
+
+
+def fill_chunk(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict[str, hist.Hist]:
+    """``{label: Hist}`` for each cut set ``thetas[label]`` (e.g. baseline, optimised), held-out events only."""
+    n = chunk.n_events
+    process = DATA if chunk.is_data else chunk.process
+    heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
+    out = {}
+    for label, theta in thetas.items():
+        h = empty_hist(binning)
+        for variation, view, weight in variations_of(chunk):
+            columns = {k: v[:n] for k, v in chunk.view(view).items()}
+            w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
+            for channel in binning.channels:
+                keep = heldout & channel.hard_mask(columns, theta)
+                h.fill(channel=channel.name, process=process, variation=variation,
+                       observable=np.asarray(columns[binning.observable], np.float64)[keep], weight=w[keep])
+        out[label] = h
+    return out
+
+
+def as_arrays(h: hist.Hist) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """``{(channel, process, variation): (values, variances)}``: independent of category order."""
+    out = {}
+    for i, ch in enumerate(h.axes["channel"]):
+        for j, p in enumerate(h.axes["process"]):
+            for k, v in enumerate(h.axes["variation"]):
+                view = h.view()[i, j, k]
+                out[(ch, p, v)] = (np.array(view.value), np.array(view.variance))
+    return out
+
+
+def template(h: hist.Hist, channel: str, process: str, variation: str = NOMINAL) -> tuple[np.ndarray, np.ndarray]:
+    """Values and variances of one template (zeros where the category never got filled)."""
+    n = h.axes["observable"].size
+    try:
+        view = h[{"channel": channel, "process": process, "variation": variation}].view()
+    except KeyError:
+        return np.zeros(n), np.zeros(n)
+    return np.array(view.value), np.array(view.variance)

@@ -1,0 +1,193 @@
+"""From hard-cut histograms to a pyhf workspace with the standard tools: uproot → cabinetry → pyhf.
+
+* ``histograms.root``: every template as filled, ``{label}/{channel}_{process}_{variation}`` (TH1D with
+  Σw², held-out events scaled ×2 to the full luminosity; ``label`` = baseline / optimised).
+* The fit inputs ``cabinetry/inputs.root`` hold the same templates as the optimiser's model sees them:
+  every background template (nominal and variations) gets ``optimise.background_floor`` events per bin
+  (`zprime_grad.optimise.model.histograms_to_templates` does the same to the soft templates), so an empty
+  background bin never carries a signal-only bin, and a normalisation ratio is never 0/0.
+* A cabinetry config generated from the optimiser's `ModelSettings` (`cabinetry_config`) mirrors its model:
+
+  ==========================  ================================================================
+  optimiser (pyhf spec)        cabinetry config
+  ==========================  ================================================================
+  normfactor ``mu`` [0, 10]    NormFactor ``mu`` on the signal, Bounds [0, 10], the POI
+  normfactor ``norm_<p>``      NormFactor ``norm_<p>`` on each free background (pyhf bounds)
+  normsys ``xsec_<p>``         Normalization ``xsec_<p>``, ±``xsec_uncertainty`` on minor backgrounds
+  normsys ``lumi``             Normalization ``lumi``, ±``analysis.lumi_uncertainty`` on all MC
+  histosys ``<syst>``          NormPlusShape ``<syst>`` from the ``<syst>_up/_down`` templates
+  staterror_<channel>          cabinetry's automatic staterror (same name, Σw² of the channel)
+  ==========================  ================================================================
+
+  The one difference is cabinetry's encoding of a variation: NormPlusShape splits it into a normsys
+  (the yield ratio, code4) and a yield-preserving histosys (code4p), where the optimiser has one
+  histosys of the full template. Both reproduce the up/down templates exactly at ±1σ.
+  A signal with no events in a channel is left out of that channel (cabinetry cannot normalise a
+  variation of an empty template); the optimiser's zero template contributes nothing there either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import hist
+import numpy as np
+import uproot
+
+from zprime_grad.errors import UserError
+from zprime_grad.optimise.model import POI, ModelSettings
+from zprime_grad.validate.hists import DATA, NOMINAL, template
+
+MEASUREMENT = "zprime_grad"
+
+
+def variation_names(h: hist.Hist) -> list[str]:
+    return [NOMINAL] + sorted(v for v in h.axes["variation"] if v != NOMINAL)
+
+
+def systematics(variations: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Up/down pairs by name, as the optimiser's ``Layout.systematics``."""
+    pairs = {}
+    for up in variations:
+        if up.endswith("_up") and up[:-3] + "_down" in variations:
+            pairs[up[:-3]] = (up, up[:-3] + "_down")
+    return pairs
+
+
+def _th1(values, variances, edges, name: str) -> hist.Hist:
+    h = hist.Hist(hist.axis.Variable(edges, name="observable", underflow=False, overflow=False),
+                  storage=hist.storage.Weight(), name=name)
+    h.view().value = values
+    h.view().variance = variances
+    return h
+
+
+def _templates(h: hist.Hist, channels, processes, variations, *, floor: Mapping[str, float] | None = None):
+    """``{"{channel}_{process}_{variation}": (values, variances)}``; data: nominal only."""
+    floor = floor or {}
+    out = {}
+    for ch in channels:
+        for p in processes:
+            for v in ([NOMINAL] if p == DATA else variations):
+                values, variances = template(h, ch, p, v)
+                out[f"{ch}_{p}_{v}"] = (values + floor.get(p, 0.0), variances)
+    return out
+
+
+def write_root(path: Path, hists: Mapping[str, hist.Hist], channels, processes, variations, *,
+               floor: Mapping[str, float] | None = None) -> list[str]:
+    """One TH1D per template under ``{label}/``; returns the object paths written."""
+    written = []
+    with uproot.recreate(path) as f:
+        for label, h in hists.items():
+            edges = h.axes["observable"].edges
+            for name, (values, variances) in _templates(h, channels, processes, variations, floor=floor).items():
+                f[f"{label}/{name}"] = _th1(values, variances, edges, name)
+                written.append(f"{label}/{name}")
+    return written
+
+
+def background_floor(settings: ModelSettings, processes: Sequence[str]) -> dict[str, float]:
+    return {p: settings.background_floor for p in processes if p not in (settings.signal, DATA)}
+
+
+def cabinetry_config(*, inputs: Path, label: str, histogram_folder: Path, channels: Sequence[str],
+                     mc_processes: Sequence[str], variations: Sequence[str], settings: ModelSettings,
+                     lumi_uncertainty: float, signal_channels: Sequence[str]) -> dict:
+    """The cabinetry configuration of the analysis' model for the ``label`` templates in ``inputs``."""
+    if settings.signal not in mc_processes:
+        raise UserError(f"optimise.signal: process '{settings.signal}' is not among the MC processes {list(mc_processes)}")
+    if not signal_channels:
+        raise UserError(f"validate ({label}): no signal ('{settings.signal}') event passes the cuts in any channel "
+                        "of the held-out half; no significance can be computed")
+    samples = [{"Name": DATA, "SamplePath": DATA, "Data": True}]
+    for p in mc_processes:
+        sample = {"Name": p, "SamplePath": p}
+        if p == settings.signal and len(signal_channels) < len(channels):
+            sample["Regions"] = list(signal_channels)
+        samples.append(sample)
+    norm_factors = [{"Name": POI, "Samples": settings.signal, "Nominal": 1.0, "Bounds": [0.0, 10.0]}]
+    norm_factors += [{"Name": f"norm_{p}", "Samples": p} for p in settings.free_backgrounds]
+    minor = [p for p in mc_processes if p != settings.signal and p not in settings.free_backgrounds]
+    systs = [{"Name": "lumi", "Type": "Normalization", "Samples": list(mc_processes),
+              "Up": {"Normalization": lumi_uncertainty}, "Down": {"Normalization": -lumi_uncertainty}}]
+    for p in minor:
+        k = settings.xsec(p)
+        systs.append({"Name": f"xsec_{p}", "Type": "Normalization", "Samples": p,
+                      "Up": {"Normalization": k}, "Down": {"Normalization": -k}})
+    for name, (up, down) in systematics(variations).items():
+        systs.append({"Name": name, "Type": "NormPlusShape", "Samples": list(mc_processes),
+                      "Up": {"VariationPath": up}, "Down": {"VariationPath": down}})
+    return {
+        "General": {"Measurement": MEASUREMENT, "POI": POI, "HistogramFolder": str(histogram_folder),
+                    "InputPath": f"{inputs}:{label}/{{RegionPath}}_{{SamplePath}}_{{VariationPath}}",
+                    "VariationPath": NOMINAL},
+        "Regions": [{"Name": ch, "RegionPath": ch} for ch in channels],
+        "Samples": samples,
+        "NormFactors": norm_factors,
+        "Systematics": systs,
+    }
+
+
+def build_workspace(config: dict) -> dict:
+    """cabinetry: read the templates, build and validate the pyhf workspace."""
+    import cabinetry
+
+    logging.getLogger("cabinetry").setLevel(logging.WARNING)
+    cabinetry.configuration.validate(config)
+    cabinetry.templates.collect(config, method="uproot")
+    return cabinetry.workspace.build(config)
+
+
+def signal_channels(h: hist.Hist, channels, signal: str) -> list[str]:
+    return [ch for ch in channels if template(h, ch, signal)[0].sum() > 0]
+
+
+def save_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def workspaces(hists: Mapping[str, hist.Hist], out: Path, *, channels: Sequence[str], mc_processes: Sequence[str],
+               settings: ModelSettings, lumi_uncertainty: float) -> dict[str, dict]:
+    """Write ``histograms.root``, the fit inputs, the cabinetry configs and ``workspace_{label}.json``."""
+    variations = sorted({v for h in hists.values() for v in variation_names(h)} - {NOMINAL})
+    variations = [NOMINAL, *variations]
+    processes = [*mc_processes, DATA]
+    write_root(out / "histograms.root", hists, channels, processes, variations)
+    folder = out / "cabinetry"
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = folder / "inputs.root"
+    write_root(inputs, hists, channels, processes, variations, floor=background_floor(settings, processes))
+    specs = {}
+    for label, h in hists.items():
+        cfg = cabinetry_config(inputs=inputs, label=label, histogram_folder=folder / f"histograms_{label}",
+                               channels=channels, mc_processes=mc_processes, variations=variations,
+                               settings=settings, lumi_uncertainty=lumi_uncertainty,
+                               signal_channels=signal_channels(h, channels, settings.signal))
+        save_json(folder / f"config_{label}.json", cfg)
+        specs[label] = build_workspace(cfg)
+        save_json(out / f"workspace_{label}.json", specs[label])
+    return specs
+
+
+def has_data(h: hist.Hist) -> bool:
+    return DATA in list(h.axes["process"])
+
+
+def asimov_observations(spec: dict) -> dict:
+    """``spec`` with its observations replaced by the μ = 1 expectation (no pseudo-data in the inputs)."""
+    import pyhf
+
+    model = pyhf.Workspace(spec).model()
+    expected = np.asarray(model.expected_actualdata(model.config.suggested_init()))
+    out, start = dict(spec), 0
+    observations = []
+    for ch in model.config.channels:
+        n = model.config.channel_nbins[ch]
+        observations.append({"name": ch, "data": [float(x) for x in expected[start:start + n]]})
+        start += n
+    out["observations"] = observations
+    return out
