@@ -157,7 +157,9 @@ def kde_histogram(
 ) -> tuple[Array, Array]:
     """Weighted Gaussian binned KDE: ``(yields, sumw2)``, each of shape ``[n_bins]`` (see module doc).
 
-    ``bandwidth`` is absolute, or a fraction of the mean bin width if ``relative=True``. ``method="local"``
+    ``bandwidth`` is absolute, or a fraction of the mean bin width if ``relative=True``. Bins beyond every
+    event's window are exactly 0 with ``method="local"``: take ``sqrt(sumw2)`` with
+    ``zprime_grad.stats.safe_sqrt`` (jnp.sqrt has an infinite gradient at 0). ``method="local"``
     needs a static window: give ``window`` (see :func:`kde_window`) or concrete ``edges``/``bandwidth``;
     when the window covers every bin it falls back to the dense evaluation, which is then cheaper.
     """

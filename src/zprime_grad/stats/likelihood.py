@@ -72,15 +72,10 @@ class Layout(NamedTuple):
     histosys: tuple[str, ...]
     histosys_index: np.ndarray
     staterror: tuple[str, ...]
-    staterror_rows: np.ndarray  # [M, R] which rows share each staterror
     staterror_param: np.ndarray  # [Ps] flat index of each staterror bin parameter
-    staterror_mod: np.ndarray  # [Ps] which staterror modifier
-    staterror_bin: np.ndarray  # [Ps] global bin
     shapesys: tuple[str, ...]
     shapesys_row: np.ndarray  # [Q] row carrying each shapesys
-    shapesys_param: np.ndarray
-    shapesys_mod: np.ndarray
-    shapesys_bin: np.ndarray
+    shapesys_param: np.ndarray  # [Qs] flat index of each shapesys bin parameter
     affine_a: np.ndarray  # [P + 1] pyhf value = a + b x (b static except staterror/shapesys; sentinel = 1)
     affine_b: np.ndarray
     gauss_mask: np.ndarray  # [P] normal-constrained parameters
@@ -121,14 +116,10 @@ def layout(structure: Structure) -> Layout:
         return tuple(p for p in structure.parameters if kind in p.types)
 
     stat, shape = of_kind("staterror"), of_kind("shapesys")
-    stat_rows = np.array([[(p.name, "staterror") in row.modifiers for row in rows] for p in stat], bool).reshape(len(stat), len(rows))
     shape_row = np.array([next(r for r, row in enumerate(rows) if (p.name, "shapesys") in row.modifiers) for p in shape], int)
 
-    def per_bin_arrays(params):
-        param = np.array([p.offset + i for p in params for i in range(p.size)], int)
-        mod = np.array([m for m, p in enumerate(params) for _ in range(p.size)], int)
-        bins = np.array([b for p in params for b in p.bins], int)
-        return param, mod, bins
+    def flat_index(params):
+        return np.array([p.offset + i for p in params for i in range(p.size)], int)
 
     affine_a, affine_b = np.zeros(n_par + 1), np.ones(n_par + 1)
     affine_a[n_par], affine_b[n_par] = 1.0, 0.0
@@ -153,11 +144,10 @@ def layout(structure: Structure) -> Layout:
         tuple(p.name for p in of_kind("histosys")),
         np.array([p.offset for p in of_kind("histosys")], int),
         tuple(p.name for p in stat),
-        stat_rows,
-        *per_bin_arrays(stat),
+        flat_index(stat),
         tuple(p.name for p in shape),
         shape_row,
-        *per_bin_arrays(shape),
+        flat_index(shape),
         affine_a,
         affine_b,
         gauss_mask,
