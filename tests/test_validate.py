@@ -176,3 +176,45 @@ def test_cli_validate(generated, optimised, skim_dir, tmp_path, capsys):
     assert main(["validate", "--params", str(bad), "--columns", str(skim_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "nonsense" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ executors and modes
+def _same(a: dict, b: dict) -> None:
+    from zprime_grad.validate.hists import as_arrays
+
+    assert set(a) == set(b)
+    for label in a:
+        x, y = as_arrays(a[label]), as_arrays(b[label])
+        zero = (np.zeros(10), np.zeros(10))
+        for key in set(x) | set(y):
+            np.testing.assert_allclose(x.get(key, zero)[0], y.get(key, zero)[0], rtol=1e-12, atol=1e-12, err_msg=str(key))
+            np.testing.assert_allclose(x.get(key, zero)[1], y.get(key, zero)[1], rtol=1e-12, atol=1e-12, err_msg=str(key))
+
+
+def test_every_executor_and_dask_awkward_give_identical_histograms(generated, skim_dir):
+    from zprime_grad.skim.pipeline import connect, make_processor, skim_options
+    from zprime_grad.validate.dask_mode import fill_with_dask_awkward
+    from zprime_grad.validate.fill import fill_from_columns, fill_with_runner, prepare_fileset
+    from zprime_grad.validate.hists import Binning
+
+    config = generated.config
+    analysis = make_processor(config, skim_options(config))
+    binning = Binning.from_config(analysis.channels, config)
+    thetas = {"baseline": analysis.initial_params(),
+              "optimised": {**analysis.initial_params(), "met_threshold": 80.0, "top_pt_threshold": 400.0}}
+    fileset = prepare_fileset(generated.fileset, analysis)
+    iterative = fill_with_runner(fileset, analysis, binning, thetas, executor="iterative", chunksize=CHUNKSIZE,
+                                 checked=True)
+    assert iterative["baseline"].sum().value > 0
+    assert iterative["baseline"].sum().value != pytest.approx(iterative["optimised"].sum().value)
+    _same(iterative, fill_from_columns(skim_dir, binning, thetas))
+    _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="futures", workers=2,
+                                      chunksize=CHUNKSIZE, checked=True))
+    client, cluster = connect(skim_options(config, executor="dask", workers=2))
+    try:
+        _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="dask", client=client,
+                                          chunksize=CHUNKSIZE, checked=True))
+        _same(iterative, fill_with_dask_awkward(fileset, analysis, binning, thetas, client=client))
+    finally:
+        client.close()
+        cluster.close()

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (futures) or LocalCluster workers (dask)")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address for --executor dask")
     p.add_argument("--chunksize", type=int, default=None, help="entries per coffea chunk (default: skim.chunksize)")
+    p.add_argument("--mode", choices=("runner", "dask-awkward"), default="runner",
+                   help="coffea Runner (default) or NanoEvents dask mode + dask-histogram (on the dask client)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     executor = "dask" if args.scheduler and args.executor is None else args.executor
     result = validate(config, params=args.params, out=args.out, columns=args.columns, fileset=args.fileset,
-                      executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize)
+                      executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize, mode=args.mode)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731
     base, opt = result["baseline"], result["optimised"]
     print("zprime-grad validate: held-out (odd) events, hard cuts, expected discovery Z (Asimov)")

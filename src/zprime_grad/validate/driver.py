@@ -73,38 +73,54 @@ def yields(h, channels, processes) -> dict:
     return {ch: {p: float(template(h, ch, p)[0].sum()) for p in processes} for ch in channels}
 
 
+MODES = ("runner", "dask-awkward")
+
+
 def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, columns=None, fileset=None,
                     executor: str | None = None, workers: int | None = None, scheduler: str | None = None,
-                    client=None, chunksize: int | None = None) -> tuple[dict, dict | None, str]:
-    """(hists, checked fileset or None, executor used)."""
+                    client=None, chunksize: int | None = None, mode: str = "runner") -> tuple[dict, dict | None, str]:
+    """(hists, checked fileset or None, how they were filled).
+
+    ``mode="runner"``: coffea's Runner on ``executor``; ``"dask-awkward"``: NanoEvents in dask mode +
+    dask-histogram, computed on the Dask client (``executor="dask"``) or the synchronous scheduler.
+    """
     if (columns is None) == (fileset is None):
         raise UserError("validate: give exactly one of --columns DIR and --fileset F")
+    if mode not in MODES:
+        raise UserError(f"validate: mode must be one of {', '.join(MODES)}, not '{mode}'")
     if columns is not None:
         return filling.fill_from_columns(columns, binning, thetas), None, "columns"
-    executor = executor or config.skim.executor
+    executor = executor or ("dask" if client is not None else config.skim.executor)
     workers = workers or config.skim.workers
     checked = filling.prepare_fileset(fileset, analysis)
     owned = None
     if executor == "dask" and client is None:
         from zprime_grad.skim.pipeline import connect, skim_options
 
-        client, owned = connect(skim_options(config, executor="dask", workers=workers, scheduler=scheduler))
-        owned = (client, owned)
+        client, cluster = connect(skim_options(config, executor="dask", workers=workers, scheduler=scheduler))
+        owned = (client, cluster)
     try:
-        hists = filling.fill_with_runner(checked, analysis, binning, thetas, executor=executor, workers=workers,
-                                         client=client, chunksize=chunksize or config.skim.chunksize,
-                                         treename=config.skim.treename, checked=True)
+        if mode == "dask-awkward":
+            from zprime_grad.validate.dask_mode import fill_with_dask_awkward
+
+            hists = fill_with_dask_awkward(checked, analysis, binning, thetas,
+                                           client=client if executor == "dask" else None,
+                                           treename=config.skim.treename)
+        else:
+            hists = filling.fill_with_runner(checked, analysis, binning, thetas, executor=executor, workers=workers,
+                                             client=client, chunksize=chunksize or config.skim.chunksize,
+                                             treename=config.skim.treename, checked=True)
     finally:
         if owned is not None:
             owned[0].close()
             if owned[1] is not None:
                 owned[1].close()
-    return hists, checked, executor
+    return hists, checked, f"{mode}:{executor}"
 
 
 def validate(config: Config, *, params, out, columns=None, fileset=None, executor: str | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None,
-             chunksize: int | None = None) -> dict:
+             chunksize: int | None = None, mode: str = "runner") -> dict:
     """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``."""
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
@@ -119,7 +135,7 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
         hists, checked, used = fill_histograms(config, analysis, binning, thetas, columns=columns, fileset=fileset,
                                                executor=executor, workers=workers, scheduler=scheduler,
-                                               client=client, chunksize=chunksize)
+                                               client=client, chunksize=chunksize, mode=mode)
         settings = ModelSettings.from_config(config)
         channels = [c.name for c in binning.channels]
         processes = mc_processes(checked, hists)

@@ -45,11 +45,12 @@ class Binning:
         return cls(tuple(Channel(c.name, c.cuts, opt.observable) for c in channels), opt.observable, edges)
 
 
-def empty_hist(binning: Binning) -> hist.Hist:
+def empty_hist(binning: Binning, channels=(), processes=(), variations=()) -> hist.Hist:
+    """Growing categories (optionally with some already present), the optimiser's observable bins."""
     return hist.Hist(
-        hist.axis.StrCategory([], growth=True, name="channel", label="channel"),
-        hist.axis.StrCategory([], growth=True, name="process", label="process"),
-        hist.axis.StrCategory([], growth=True, name="variation", label="variation"),
+        hist.axis.StrCategory(list(channels), growth=True, name="channel", label="channel"),
+        hist.axis.StrCategory(list(processes), growth=True, name="process", label="process"),
+        hist.axis.StrCategory(list(variations), growth=True, name="variation", label="variation"),
         hist.axis.Variable(binning.edges, name="observable", label=binning.observable, underflow=False, overflow=False),
         storage=hist.storage.Weight(),
     )
@@ -65,22 +66,28 @@ def variations_of(chunk) -> list[tuple[str, str, str]]:
     return out
 
 
-def fill_chunk(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict[str, hist.Hist]:
-    """``{label: Hist}`` for each cut set ``thetas[label]`` (e.g. baseline, optimised), held-out events only."""
+def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]):
+    """Yield ``(label, channel, process, variation, x, w)``: the held-out events each template receives."""
     n = chunk.n_events
     process = DATA if chunk.is_data else chunk.process
     heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
-    out = {}
     for label, theta in thetas.items():
-        h = empty_hist(binning)
         for variation, view, weight in variations_of(chunk):
             columns = {k: v[:n] for k, v in chunk.view(view).items()}
             w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
+            x = np.asarray(columns[binning.observable], np.float64)
             for channel in binning.channels:
                 keep = heldout & channel.hard_mask(columns, theta)
-                h.fill(channel=channel.name, process=process, variation=variation,
-                       observable=np.asarray(columns[binning.observable], np.float64)[keep], weight=w[keep])
-        out[label] = h
+                yield label, channel.name, process, variation, x[keep], w[keep]
+
+
+def fill_chunk(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict[str, hist.Hist]:
+    """``{label: Hist}`` for each cut set ``thetas[label]`` (e.g. baseline, optimised), held-out events only."""
+    process = DATA if chunk.is_data else chunk.process
+    categories = ([c.name for c in binning.channels], [process], [v for v, _, _ in variations_of(chunk)])
+    out = {label: empty_hist(binning, *categories) for label in thetas}  # every template exists, even if empty
+    for label, channel, process, variation, x, w in selections(chunk, binning, thetas):
+        out[label].fill(channel=channel, process=process, variation=variation, observable=x, weight=w)
     return out
 
 
