@@ -72,6 +72,9 @@ def test_validation_json_has_the_promised_fields(validated, optimised):
         assert "pull" not in fit["parameters"]["mu"]  # a free parameter has no pull
         assert (out / f"workspace_{label}.json").exists()
     assert (out / "histograms.root").exists()
+    # the same hard templates in the optimiser's own model: only cabinetry's NormPlusShape encoding differs
+    assert on_disk["baseline"]["Z_hard_optimiser_model"] == pytest.approx(base, rel=0.05)
+    assert (out / "workspace_baseline_optimiser_model.json").exists()
 
 
 def test_baseline_hard_Z_equals_pyhf_on_the_written_workspace(validated):

@@ -1,0 +1,43 @@
+"""The hard-cut histograms in the optimiser's own statistical model: separates relaxation from encoding.
+
+``Z_hard`` (cabinetry's workspace) and ``Z_soft`` (the optimiser's soft templates) differ for two
+reasons: soft vs hard cuts/KDE (what validation is about), and cabinetry's NormPlusShape encoding of a
+variation vs the optimiser's single histosys. `optimiser_model_spec` puts the *hard* templates into the
+optimiser's model (`zprime_grad.optimise.model.build_spec`, same floor, modifiers, staterror), so
+``Z_hard_optimiser_model`` differs from ``Z_soft`` only by the relaxation and from ``Z_hard`` only by
+the encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zprime_grad.optimise.layout import Layout
+from zprime_grad.optimise.model import ModelSettings, build_spec
+from zprime_grad.selection import parameters
+from zprime_grad.validate.hists import NOMINAL, Binning, template
+
+
+def hard_layout(binning: Binning, processes, variations) -> Layout:
+    """A `Layout` with the hard templates' processes and variations (all listed as weight variations:
+    the model only needs their names and up/down pairing)."""
+    return Layout(channels=binning.channels, processes=tuple(processes),
+                  weight_variations=tuple(v for v in variations if v != NOMINAL), kinematic_variations=(),
+                  edges=binning.edges, param_names=tuple(sorted(parameters(binning.channels))), columns=())
+
+
+def hard_H(h, layout: Layout) -> np.ndarray:
+    """``H[process, channel, template, bin]`` (nominal, Σw², variations) from one label's hist."""
+    H = np.zeros(layout.shape)
+    for p, process in enumerate(layout.processes):
+        for c, channel in enumerate(layout.channel_names):
+            values, variances = template(h, channel, process, NOMINAL)
+            H[p, c, 0], H[p, c, 1] = values, variances
+            for t, variation in enumerate(layout.weight_variations, start=2):
+                H[p, c, t] = template(h, channel, process, variation)[0]
+    return H
+
+
+def optimiser_model_spec(h, binning: Binning, processes, variations, settings: ModelSettings) -> dict:
+    layout = hard_layout(binning, processes, variations)
+    return build_spec(layout, settings, hard_H(h, layout))
