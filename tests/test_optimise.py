@@ -220,3 +220,24 @@ def test_resume_after_the_driver_is_killed_gives_the_same_final_theta(config, co
     cfg.write_text(yaml.safe_dump(other))
     refused = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "checkpoint.pkl" in refused.stderr
+
+
+def test_auto_resume_continues_a_matching_checkpoint_and_restarts_after_a_config_change(config, columns, local_run,
+                                                                                       tmp_path):
+    """``resume="auto"`` (what ``zprime-grad run`` uses): reuse a finished run, never a stale one."""
+    import shutil
+
+    undisturbed_out, undisturbed, _ = local_run
+    out = tmp_path / "copy"
+    shutil.copytree(undisturbed_out, out)
+    again = optimise(config, out=out, columns=columns, backend="local", epochs=EPOCHS, resume="auto", progress=False)
+    assert again["epochs_run"] == EPOCHS  # continued from the checkpoint: nothing left to do, same result
+    assert [p["value"] for p in again["parameters"]] == [p["value"] for p in undisturbed["parameters"]]
+    other = config.model_dump(mode="json", exclude={"source"})
+    other["optimise"]["learning_rate"] = 0.01
+    changed = type(config).model_validate({**other, "source": "changed"})
+    fresh = optimise(changed, out=out, columns=columns, backend="local", epochs=2, resume="auto", progress=False)
+    history = json.loads((out / "optimisation.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [0, 1]  # started afresh from θ₀, not from the stale state
+    assert fresh["epochs_run"] == 2
+    assert history[0]["theta"] == json.loads((undisturbed_out / "optimisation.json").read_text())["epochs"][0]["theta"]

@@ -38,7 +38,6 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
               epochs=None, progress: bool = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``."""
     from zprime_grad.generate import generate_dataset
-    from zprime_grad.optimise import checkpoint
     from zprime_grad.optimise.driver import optimise
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
 
@@ -58,9 +57,8 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
     outputs["skim"] = str(skim_dir)
 
     optimise_dir = out / "optimise"
-    resume = (optimise_dir / checkpoint.FILENAME).exists()  # a finished or interrupted earlier run
     extra = {k: v for k, v in {"workers": workers, "scheduler": scheduler, "epochs": epochs}.items() if v is not None}
-    optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume=resume, progress=progress, **extra)
+    optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress, **extra)
     log.info("run: optimise -> %s", optimise_dir)
     outputs["optimise"] = str(optimise_dir)
 

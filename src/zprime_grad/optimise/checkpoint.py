@@ -48,3 +48,12 @@ def load(out: Path, config_hash: str) -> LoopState:
         raise UserError(f"{path}: checkpoint was made with another config or other columns "
                         f"(hash {payload['config_hash']} != {config_hash}); remove it or drop --resume")
     return payload["state"]
+
+
+def compatible(out: Path, config_hash: str) -> bool:
+    """True if ``out`` holds a readable checkpoint of this exact config and columns."""
+    try:
+        load(out, config_hash)
+    except UserError:
+        return False
+    return True

@@ -186,9 +186,14 @@ def params_payload(problem: Problem, state: LoopState, final: dict) -> dict:
 
 def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | None = None,
              workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
-             resume: bool = False, gradient: str | None = None, client=None, progress: bool | None = None,
+             resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
              on_epoch: Callable[[LoopState], None] | None = None) -> dict:
-    """Run (or resume) the optimisation; returns the ``params.json`` payload."""
+    """Run (or resume) the optimisation; returns the ``params.json`` payload.
+
+    ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
+    another config); ``"auto"`` continues from it only if it matches this config and these columns,
+    and otherwise starts afresh (what ``zprime-grad run`` does after a config change).
+    """
     from zprime_grad.optimise.sources import open_backend
 
     opt = config.optimise
@@ -199,6 +204,8 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
                       workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
     try:
         problem = build_problem(config, be, gradient)
+        if resume == "auto":
+            resume = checkpoint.compatible(out, problem.config_hash)
         state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
         evaluator = Evaluator(be, problem)
         bar = _progress(epochs, state.epoch, progress)
