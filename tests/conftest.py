@@ -47,6 +47,16 @@ def generated_fileset(generated) -> Path:
     return generated.fileset
 
 
+@pytest.fixture(scope="module")
+def client():
+    """A real 2-worker LocalCluster on 127.0.0.1 (one per test module: some tests kill a worker)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

@@ -11,7 +11,7 @@ import signal
 
 import numpy as np
 import pytest
-from distributed import Client, Future, LocalCluster
+from distributed import Future
 
 from tests.test_optimise import EPOCHS, THETA_OFF, skim_columns
 from zprime_grad.columns import ColumnChunk
@@ -32,13 +32,6 @@ def config(generated):
     data = generated.config.model_dump(mode="json", exclude={"source"})
     data["optimise"]["relaxation"]["anneal_epochs"] = EPOCHS
     return type(generated.config).model_validate({**data, "source": "tests/test_optimise_dask.py"})
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

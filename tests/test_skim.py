@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from zprime_grad.analysis import Analysis
 from zprime_grad.columns import ColumnChunk, concatenate
@@ -33,13 +32,6 @@ def toy_fileset(tmp_path_factory):
     path = d / "fileset.json"
     path.write_text(json.dumps(fileset))
     return path
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
