@@ -66,7 +66,8 @@ def test_validation_json_has_the_promised_fields(validated, optimised):
     assert on_disk["optimised"]["Z_soft"] == pytest.approx(params["z_valid_final"])
     for label in ("baseline", "optimised"):
         fit = on_disk[label]["fit"]
-        assert fit["poi"] == "mu" and math.isfinite(fit["mu_hat"]) and fit["mu_uncertainty"] > 0
+        assert fit["poi"] == "mu" and fit["method"] is not None and math.isfinite(fit["mu_hat"])
+        assert fit["mu_uncertainty"] is None or fit["mu_uncertainty"] > 0  # scipy fallback: no uncertainties
         pulls = {k: v["pull"] for k, v in fit["parameters"].items() if "pull" in v}
         assert {"lumi", "jes", "jer", "btag_sf", "muon_sf", "xsec_single_top"} <= set(pulls)
         assert "pull" not in fit["parameters"]["mu"]  # a free parameter has no pull
@@ -75,6 +76,10 @@ def test_validation_json_has_the_promised_fields(validated, optimised):
     # the same hard templates in the optimiser's own model: only cabinetry's NormPlusShape encoding differs
     assert on_disk["baseline"]["Z_hard_optimiser_model"] == pytest.approx(base, rel=0.05)
     assert (out / "workspace_baseline_optimiser_model.json").exists()
+    plots = on_disk["outputs"]["plots"]  # optimisation.json sits next to params.json: its history is plotted
+    assert {"plots/parameters.png", "plots/significance_per_epoch.png", "plots/templates_signal.png",
+            "plots/pulls.png"} <= set(plots)
+    assert all((out / p).stat().st_size > 1000 for p in plots)
 
 
 def test_baseline_hard_Z_equals_pyhf_on_the_written_workspace(validated):
@@ -168,15 +173,16 @@ def test_cli_validate(generated, optimised, skim_dir, tmp_path, capsys):
     from zprime_grad.cli import main
 
     out = tmp_path / "cli"
-    assert main(["validate", "--params", str(optimised), "--columns", str(skim_dir), "--out", str(out)]) == 0
+    assert main(["validate", "--params", str(optimised), "--columns", str(skim_dir), "--out", str(out),
+                 "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "baseline  Z_hard" in printed and (out / "validation.json").exists()
     result = json.loads((out / "validation.json").read_text())
-    assert result["source"] == "columns" and result["heldout"] == "odd"
+    assert result["source"] == "columns" and result["heldout"] == "odd" and "plots" not in result["outputs"]
 
     bad = tmp_path / "params.json"
     bad.write_text(json.dumps({"parameters": [{"name": "nonsense", "value": 1.0}]}))
-    assert main(["validate", "--params", str(bad), "--columns", str(skim_dir), "--out", str(out)]) == 2
+    assert main(["validate", "--params", str(bad), "--columns", str(skim_dir), "--out", str(out), "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "nonsense" in err and "Traceback" not in err
 

@@ -122,7 +122,7 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, colum
 
 def validate(config: Config, *, params, out, columns=None, fileset=None, executor: str | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None,
-             chunksize: int | None = None, mode: str = "runner") -> dict:
+             chunksize: int | None = None, mode: str = "runner", plots: bool = True) -> dict:
     """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``."""
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
@@ -174,5 +174,22 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
                     "cabinetry": "cabinetry/"},
         "wall_time_s": time.perf_counter() - start,
     }
+    if plots:
+        summary["outputs"]["plots"] = write_plots(out, hists, summary, params, config)
     save_json(out / "validation.json", summary)
     return summary
+
+
+def write_plots(out: Path, hists: dict, summary: dict, params, config: Config) -> list[str]:
+    """mplhep plots; the optimisation history is read from ``optimisation.json`` next to ``params.json``."""
+    from zprime_grad.validate.plots import write_all
+
+    history = None
+    if isinstance(params, (str, Path)):
+        path = Path(params).with_name("optimisation.json")
+        try:
+            history = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.info("validate: no readable %s; plots without the optimisation history", path)
+    return write_all(out, hists, summary, history, signal=config.optimise.signal,
+                     lumi_fb=config.analysis.lumi_pb / 1000.0)

@@ -82,8 +82,7 @@ def mle_fit(spec: dict) -> dict:
             except pyhf.exceptions.FailedMinimization as err:
                 errors.append(f"{method}: {err}")
         else:
-            return {"poi": model.config.poi_name, "mu_hat": None, "mu_uncertainty": None, "twice_nll": None,
-                    "parameters": {}, "method": None, "errors": errors}
+            return _scipy_fit(model, data, errors)
         prefit = np.asarray(cabinetry.model_utils.prefit_uncertainties(model))
     init = np.asarray(model.config.suggested_init(), float)
     fixed = model.config.suggested_fixed()
@@ -97,3 +96,30 @@ def mle_fit(spec: dict) -> dict:
     poi = model.config.poi_name
     return {"poi": poi, "mu_hat": params[poi]["bestfit"], "mu_uncertainty": params[poi]["uncertainty"],
             "twice_nll": float(fit.best_twice_nll), "parameters": params, "method": f"cabinetry.fit.fit ({method})"}
+
+
+def _scipy_fit(model, data, errors: list[str]) -> dict:
+    """Last resort: pyhf's scipy MLE (best-fit values and pulls, no uncertainties)."""
+    import cabinetry
+    import pyhf
+
+    pyhf.set_backend("numpy", "scipy")
+    result = {"poi": model.config.poi_name, "mu_hat": None, "mu_uncertainty": None, "twice_nll": None,
+              "parameters": {}, "method": None, "errors": errors}
+    try:
+        bestfit, twice_nll = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+    except pyhf.exceptions.FailedMinimization as err:
+        errors.append(f"scipy: {err}")
+        return result
+    prefit = np.asarray(cabinetry.model_utils.prefit_uncertainties(model))
+    init = np.asarray(model.config.suggested_init(), float)
+    fixed = model.config.suggested_fixed()
+    labels = model.config.par_names
+    for i, label in enumerate(labels):
+        entry = {"bestfit": float(bestfit[i]), "uncertainty": None}
+        if prefit[i] > 0 and not fixed[i]:
+            entry["pull"] = float((bestfit[i] - init[i]) / prefit[i])
+        result["parameters"][label] = entry
+    result.update(mu_hat=float(bestfit[model.config.poi_index]), twice_nll=float(twice_nll),
+                  method="pyhf.infer.mle.fit (scipy; no uncertainties)")
+    return result

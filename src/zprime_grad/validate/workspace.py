@@ -136,7 +136,8 @@ def build_workspace(config: dict) -> dict:
     """cabinetry: read the templates, build and validate the pyhf workspace."""
     import cabinetry
 
-    logging.getLogger("cabinetry").setLevel(logging.WARNING)
+    logging.getLogger("cabinetry").setLevel(logging.ERROR)  # "empty bins" warnings: the floor handles them
+    logging.getLogger("pyhf").setLevel(logging.WARNING)
     cabinetry.configuration.validate(config)
     cabinetry.templates.collect(config, method="uproot")
     return cabinetry.workspace.build(config)
