@@ -21,6 +21,7 @@ import numpy as np
 
 TIGHT = 1e-3  # minuit EDM target factor (default 0.1): Z to ~1e-4
 ATTEMPTS = ((f"minuit tolerance {TIGHT}", TIGHT), ("minuit tolerance 0.1", None))
+MAXITER = 20_000  # function calls per minuit attempt (pyhf's default 100k only prolongs a hopeless fit)
 
 
 @contextlib.contextmanager
@@ -53,7 +54,7 @@ def expected_significance(spec: dict) -> dict:
         model, asimov = cabinetry.model_utils.model_and_data(spec, asimov=True)
         for method, tolerance in ATTEMPTS:
             try:
-                result = cabinetry.fit.significance(model, asimov, tolerance=tolerance)
+                result = cabinetry.fit.significance(model, asimov, tolerance=tolerance, maxiter=MAXITER)
                 return {"Z": _finite(result.observed_significance), "p0": float(result.observed_p_value),
                         "method": f"cabinetry.fit.significance ({method})"}
             except pyhf.exceptions.FailedMinimization as err:
@@ -77,7 +78,7 @@ def mle_fit(spec: dict) -> dict:
         model, data = cabinetry.model_utils.model_and_data(spec)
         for method, tolerance in ATTEMPTS:
             try:
-                fit = cabinetry.fit.fit(model, data, tolerance=tolerance)
+                fit = cabinetry.fit.fit(model, data, tolerance=tolerance, maxiter=MAXITER)
                 break
             except pyhf.exceptions.FailedMinimization as err:
                 errors.append(f"{method}: {err}")
