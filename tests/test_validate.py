@@ -152,9 +152,10 @@ def test_optimiser_reads_only_the_even_half(generated, chunks):
     from zprime_grad.optimise.layout import chunk_description
 
     layout = build_layout(generated.config, [chunk_description(c) for c in chunks])
-    theta = np.array([0.5, 150.0, 50.0, 500.0, 0.5])[np.argsort(["btag_threshold", "lep_ht_threshold",
-                                                                "met_threshold", "top_pt_threshold",
-                                                                "toptag_threshold"])]
+    from zprime_grad_processors.zprime_ttbar import ZprimeTTbarProcessor
+
+    theta0 = ZprimeTTbarProcessor().initial_params()
+    theta = np.array([theta0[name] for name in layout.param_names])
     moved_valid = 0
     for chunk in [c for c in chunks if not c.is_data][:6]:
         odd = chunk.columns["parity"] == 1
