@@ -202,7 +202,7 @@ def _same(a: dict, b: dict) -> None:
 
 
 def test_every_executor_and_dask_awkward_give_identical_histograms(generated, skim_dir):
-    from zprime_grad.skim.pipeline import connect, make_processor, skim_options
+    from zprime_grad.skim.pipeline import connect, make_processor, run_skim, skim_options
     from zprime_grad.validate.dask_mode import fill_with_dask_awkward
     from zprime_grad.validate.fill import fill_from_columns, fill_with_runner, prepare_fileset
     from zprime_grad.validate.hists import Binning
@@ -225,6 +225,12 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
         _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="dask", client=client,
                                           chunksize=CHUNKSIZE, checked=True))
         _same(iterative, fill_with_dask_awkward(fileset, analysis, binning, thetas, client=client))
+        resident = run_skim(config, generated.fileset, skim_options(config, executor="dask", chunksize=CHUNKSIZE),
+                            client=client)  # chunks kept on the workers: filled there, only hists come back
+        try:
+            _same(iterative, fill_from_columns(resident, binning, thetas))
+        finally:
+            resident.close()
     finally:
         client.close()
         cluster.close()
