@@ -80,6 +80,9 @@ def test_validation_json_has_the_promised_fields(validated, optimised):
     assert {"plots/parameters.png", "plots/significance_per_epoch.png", "plots/templates_signal.png",
             "plots/pulls.png"} <= set(plots)
     assert all((out / p).stat().st_size > 1000 for p in plots)
+    page = (out / "report.html").read_text()
+    assert on_disk["outputs"]["report"] == "report.html" and page.count("data:image/png;base64,") == len(plots)
+    assert f"{base:.4g}" in page and f"{opt:.4g}" in page
 
 
 def test_baseline_hard_Z_equals_pyhf_on_the_written_workspace(validated):

@@ -175,7 +175,10 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         "wall_time_s": time.perf_counter() - start,
     }
     if plots:
+        from zprime_grad.validate.report import write_report
+
         summary["outputs"]["plots"] = write_plots(out, hists, summary, params, config)
+        summary["outputs"]["report"] = write_report(out, summary)
     save_json(out / "validation.json", summary)
     return summary
 
