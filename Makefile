@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/zprime-grad run --out outputs/default
+	$(VENV)/bin/zprime-grad run --out outputs
 
 test: setup
 	$(PY) -m pytest -q
