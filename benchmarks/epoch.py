@@ -13,7 +13,9 @@ Epoch = one forward-mode evaluation (Z0 and ∇θ on the even events, Z0 on the 
 negligible. Setup (building the chunks, the first round, compilations: ``setup_s``) and the first epoch are
 excluded; the median of ``--repeat`` epochs is reported.
 Driver memory: peak RSS of this process sampled every 5 ms during the epochs, minus the RSS before.
-Dask workers run with a single-threaded XLA (``XLA_FLAGS``), so 1 worker = 1 core.
+Each Dask worker process is pinned to its own core (every thread, via sched_setaffinity), so 1 worker
+= 1 core: XLA's CPU runtime runs independent ops on several threads even with the single-threaded
+``XLA_FLAGS``, so without pinning a single worker already uses both cores of a 2-core machine.
 
     .venv/bin/python benchmarks/epoch.py [--columns SKIMDIR] [--sizes 100000 300000 1000000]
 
@@ -185,6 +187,7 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None, env={"XLA_FLAGS": SINGLE_THREAD_XLA}) as cluster, \
                 Client(cluster) as client:
+            pin_workers(client)
             futures = balanced_submit(client, tiled_chunk, paths, jobs)
             tic = time.perf_counter()
             backend = DaskBackend(client, futures, fan_in=config.optimise.fan_in)
@@ -198,6 +201,23 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
                  "rows_per_worker": rows_per_worker(client, backend.futures, jobs)})
             backend.close()
     return rows
+
+
+def pin_to_core(core: int) -> list[int]:
+    """Runs on a worker: pin every thread of this process to ``core`` (threads made later inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {core})
+        except OSError:  # a thread that has just exited
+            pass
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin_workers(client) -> dict:
+    """Worker i -> core i (mod the number of cores)."""
+    cores = sorted(os.sched_getaffinity(0))
+    workers = sorted(client.scheduler_info()["workers"])
+    return {w: client.run(pin_to_core, cores[i % len(cores)], workers=[w])[w] for i, w in enumerate(workers)}
 
 
 def main() -> int:
