@@ -7,17 +7,16 @@ normalise it: ``xsec`` (pb, forced-decay branching fractions and k-factor includ
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm import tqdm
 
+from zprime_grad import atomic
 from zprime_grad.config import Config
 from zprime_grad.generate.production import FileJob, cached_summary, generate_file
 
@@ -37,8 +36,9 @@ def plan(config: Config, out: Path, events: int, seed: int) -> list[FileJob]:
 
 
 def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
-    todo = [j for j in jobs if cached_summary(j) is None]
-    done = {j: cached_summary(j) for j in jobs if j not in todo}
+    cached = {j: cached_summary(j) for j in jobs}
+    done = {j: s for j, s in cached.items() if s is not None}
+    todo = [j for j in jobs if j not in done]
     if done:
         log.info("generate: %d of %d files already exist for these settings", len(done), len(jobs))
     if not todo:
@@ -106,12 +106,6 @@ def mc_fileset(config: Config, jobs: list[FileJob], summaries: list[dict]) -> di
     return fileset
 
 
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def generate_dataset(
     config: Config,
     out: str | Path | None = None,
@@ -138,8 +132,8 @@ def generate_dataset(
     if gen.data.enabled:
         fileset["data"] = make_pseudodata(config, fileset, out, seed)
     path = out / "fileset.json"
-    write_json(path, fileset)
-    write_json(out / "generate.json", {
+    atomic.write_json(path, fileset)
+    atomic.write_json(out / "generate.json", {
         "events": events,
         "seed": seed,
         "wall_seconds": time.perf_counter() - start,

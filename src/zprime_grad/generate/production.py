@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zprime_grad import atomic
 from zprime_grad.config import SampleConfig
 
 # Bump when the detector model or the NanoAOD layout changes: it invalidates every cached file.
@@ -63,12 +63,6 @@ def cached_summary(job: FileJob) -> dict | None:
     if job.path.exists() and job.summary_path.exists():
         return json.loads(job.summary_path.read_text())
     return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def generate_file(job: FileJob, progress=None) -> dict:
@@ -119,9 +113,8 @@ def generate_file(job: FileJob, progress=None) -> dict:
         "genEventSumw2": np.array([(weights**2).sum()]),
     }
     job.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.path.with_name(f".{job.path.name}.tmp{os.getpid()}")
-    nanoaod.write(tmp, events, runs)
-    os.replace(tmp, job.path)
+    with atomic.replacing(job.path) as tmp:
+        nanoaod.write(tmp, events, runs)
     summary = {
         "sample": job.sample,
         "file": str(job.path),
@@ -135,5 +128,5 @@ def generate_file(job: FileJob, progress=None) -> dict:
         "seconds": time.perf_counter() - start,
         "key": job.key,
     }
-    _atomic_write_text(job.summary_path, json.dumps(summary, indent=1))
+    atomic.write_json(job.summary_path, summary)
     return summary

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import uproot
 
+from zprime_grad import atomic
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.generate import nanoaod
@@ -32,12 +32,14 @@ SIGNAL_KINDS = ("zprime",)
 
 
 def _read(files: dict[str, str]) -> dict:
+    """Events branches: numpy for flat ones, awkward records for collections (as nanoaod.write takes)."""
     arrays = []
     for path, tree in files.items():
         with uproot.open(path) as f:
             arrays.append(f[tree].arrays(how="zip"))
     events = ak.concatenate(arrays)
-    return {name: events[name] for name in events.fields}
+    return {name: (ak.to_numpy(events[name]) if events[name].ndim == 1 and not events[name].fields else events[name])
+            for name in events.fields}
 
 
 def _stream_filter(events: dict, cfg) -> np.ndarray:
@@ -91,20 +93,14 @@ def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
     per_file = config.generate.events_per_file * 4
     files = {}
     for index, lo in enumerate(range(0, max(n, 1), per_file)):
-        chunk = {k: (np.asarray(v[lo:lo + per_file]) if not isinstance(v, ak.Array) else v[lo:lo + per_file])
-                 for k, v in merged.items()}
-        chunk = {k: (v.to_numpy() if isinstance(v, ak.Array) and v.ndim == 1 and not v.fields else v)
-                 for k, v in chunk.items()}
+        chunk = {k: v[lo:lo + per_file] for k, v in merged.items()}
         path = directory / f"data_{index:03d}_{key}.root"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        nanoaod.write(tmp, chunk, {"run": np.ones(1, np.uint32)})
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp:
+            nanoaod.write(tmp, chunk, {"run": np.ones(1, np.uint32)})
         files[str(path.resolve())] = "Events"
     entry = {"files": files, "metadata": {
         "sample": "data", "process": "data", "variation": "nominal", "is_data": True,
         "lumi_pb": lumi, "nevents": int(n), "signal_strength": cfg.signal_strength,
     }}
-    tmp = summary_path.with_name(f".{summary_path.name}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1))
-    os.replace(tmp, summary_path)
+    atomic.write_json(summary_path, entry)
     return entry

@@ -9,10 +9,10 @@ checkpoint, never a torn one.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
+from zprime_grad import atomic
 from zprime_grad.errors import UserError
 from zprime_grad.optimise.loop import LoopState
 
@@ -24,12 +24,8 @@ def save(out: Path, state: LoopState, config_hash: str) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILENAME
-    tmp = out / f".{FILENAME}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        pickle.dump({"format": FORMAT, "config_hash": config_hash, "state": state}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    payload = {"format": FORMAT, "config_hash": config_hash, "state": state}
+    atomic.write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), fsync=True)
     return path
 
 

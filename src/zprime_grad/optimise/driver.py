@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from zprime_grad import atomic
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.optimise import checkpoint
@@ -158,12 +157,6 @@ class Evaluator:
 
 
 # -------------------------------------------------------------------------------------------- outputs
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def history_payload(problem: Problem, state: LoopState, backend) -> dict:
     return {"objective": problem.objective.kind, "gradient_mode": problem.mode, "backend": backend.name,
             "config_hash": problem.config_hash, "parameters": list(problem.layout.param_names),
@@ -212,7 +205,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
 
         def after_epoch(s: LoopState) -> None:
             checkpoint.save(out, s, problem.config_hash)
-            _write_json(out / "optimisation.json", history_payload(problem, s, be))
+            atomic.write_json(out / "optimisation.json", history_payload(problem, s, be))
             last = s.history[-1]
             bar.update(1)
             bar.set_postfix_str("rejected" if last["rejected"] else f"Z0={last['z_train']:.4f} "
@@ -230,10 +223,10 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
         H = evaluator.histograms(state.theta, final_relax)
         final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
                  "relaxation_final": dict(final_relax._asdict())}
-        _write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
-        _write_json(out / "optimisation.json", history_payload(problem, state, be))
+        atomic.write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
+        atomic.write_json(out / "optimisation.json", history_payload(problem, state, be))
         payload = params_payload(problem, state, final)
-        _write_json(out / "params.json", payload)
+        atomic.write_json(out / "params.json", payload)
         return payload
     finally:
         be.close()

@@ -24,6 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
+from zprime_grad import atomic
 from zprime_grad.columns import ColumnChunk, channel_counts
 
 REPORT = "skim.json"
@@ -41,11 +42,8 @@ def write_chunk(chunk: ColumnChunk, directory: str) -> dict:
     rel = chunk_filename(chunk)
     path = Path(directory) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     data = chunk.to_npz_bytes()
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
     return {"path": f"{COLUMNS}/{rel}", "bytes": len(data), "n_events": chunk.n_events, "length": chunk.length}
 
 
@@ -126,9 +124,7 @@ def commit(out: Path, tmp_columns: Path, report: dict) -> Path:
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.replace(tmp_columns, final)
-    tmp = out / f".{REPORT}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / REPORT)
+    atomic.write_json(out / REPORT, report, sort_keys=True)
     return out / REPORT
 
 
