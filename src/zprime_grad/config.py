@@ -150,7 +150,8 @@ class OptimiseConfig(Strict):
     forward_max_params: int = Field(32, gt=0, description="auto: forward mode up to this many parameters")
     learning_rate: float = Field(0.05, gt=0, description="Adam step, in units of each parameter's scale")
     learning_rates: dict[str, float] = Field(default_factory=dict, description="per-parameter overrides")
-    observable: str = "mtt"
+    observable: str | None = Field(
+        "mtt", description="the fit observable of every channel; None: each channel's own (the processor declares it)")
     bins: int = Field(10, gt=0)
     range: tuple[float, float] = (200.0, 3000.0)
     kde_method: Literal["dense", "local"] = "dense"
@@ -187,7 +188,10 @@ class AnalysisConfig(Strict):
 
 class Config(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
-    generate: GenerateConfig
+    generate: GenerateConfig | None = Field(None, description="the embedded default samples; None: no generation")
+    fileset: str | dict[str, Any] | None = Field(
+        None, description="coffea fileset (JSON path, or inline) that run skims instead of generating; "
+        "relative paths are relative to this config file")
     optimise: OptimiseConfig = OptimiseConfig()
     skim: SkimConfig = SkimConfig()
 

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="generate (if needed) -> skim -> optimise -> validate + report")
     add_config_argument(p)
     p.add_argument("--events", type=int, help="events per generated sample (default: generate.events)")
-    p.add_argument("--fileset", help="skip generation: skim this coffea fileset JSON instead")
+    p.add_argument("--fileset", help="skip generation: skim this coffea fileset JSON (default: the config's fileset)")
     p.add_argument("--backend", choices=("local", "dask"), help="optimisation backend (default: config)")
     p.add_argument("--workers", type=int, help="worker processes for every stage")
     p.add_argument("--scheduler", help="Dask scheduler address (tcp:// or tls://) for skim and optimise")
@@ -45,7 +45,12 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
 
     out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
-    if fileset is None:
+    if fileset is None and config.fileset is not None:  # the config names its inputs: no generation
+        fileset = configured_fileset(config)
+        if isinstance(fileset, dict):
+            (out / "fileset.json").write_text(json.dumps(fileset, indent=1))
+            fileset = out / "fileset.json"
+    elif fileset is None:
         fileset = generate_dataset(config, events=events, workers=workers, progress=progress)
         log.info("run: generate -> %s", fileset)
     outputs["fileset"] = str(fileset)
@@ -85,3 +90,23 @@ def run(args: argparse.Namespace) -> int:
     for stage, path in outputs.items():
         print(f"{stage}: {path}")
     return 0
+
+
+def configured_fileset(config) -> dict | str:
+    """The config's ``fileset:`` (a JSON path or an inline coffea fileset), relative paths resolved
+    against the config file's directory, so the config runs from any working directory."""
+    base = Path(config.source).resolve().parent if config.source else Path.cwd()
+
+    def resolve(path: str) -> str:
+        return path if "://" in path or Path(path).is_absolute() else str(base / path)
+
+    if isinstance(config.fileset, str):
+        return resolve(config.fileset)
+    resolved = {}
+    for name, entry in config.fileset.items():
+        entry = {"files": entry} if isinstance(entry, (list, tuple)) else dict(entry)
+        files = entry.get("files", {})
+        entry["files"] = ([resolve(f) for f in files] if isinstance(files, (list, tuple))
+                          else {resolve(f): tree for f, tree in files.items()})
+        resolved[name] = entry
+    return resolved

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from zprime_grad import atomic
 from zprime_grad.config import Config
+from zprime_grad.errors import UserError
 from zprime_grad.generate.production import FileJob, cached_summary, generate_file
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def generate_dataset(
     from zprime_grad.generate.pseudodata import make_pseudodata
 
     gen = config.generate
+    if gen is None:
+        raise UserError(f"{config.source or 'config'}: no 'generate' section: give a fileset (--fileset or 'fileset:')")
     out = Path(out if out is not None else gen.out)
     out.mkdir(parents=True, exist_ok=True)
     events = events if events is not None else gen.events

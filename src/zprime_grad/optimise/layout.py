@@ -81,7 +81,7 @@ def chunk_description(chunk) -> dict:
             "columns": sorted(chunk.columns)}
 
 
-def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str, bins: int,
+def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
                 value_range: tuple[float, float], kde_method: str = "dense",
                 kde_window: int | None = None) -> Layout:
     """Derive the layout from the MC chunks' descriptions; inconsistent chunks are a ``UserError``."""
@@ -99,7 +99,8 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         raise UserError(f"optimise: the skimmed columns lack {missing} (needed by the channels / observable)")
     if NOMINAL not in weights:
         raise UserError("optimise: the chunks have no 'nominal' weight")
-    channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
+    if observable is not None:  # one observable for every channel; None: each channel's own
+        channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
     edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     return Layout(
         channels=channels,
@@ -108,7 +109,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         kinematic_variations=tuple(sorted(variations)),
         edges=edges,
         param_names=tuple(sorted(parameters(channels))),
-        columns=tuple(sorted(needed | {observable})),
+        columns=tuple(sorted(needed | {c.observable for c in channels})),
         kde_method=kde_method,
         kde_window=kde_window,
     )

@@ -31,7 +31,8 @@ HALF_SCALE = 2.0  # one half of the events stands for the full luminosity
 
 @dataclass(frozen=True)
 class Binning:
-    """What is histogrammed: the channels (bound to the fit observable) and the observable's edges."""
+    """What is histogrammed: the channels (each bound to its fit observable) and the observable's edges;
+    ``observable`` is the common observable's name, or a "channel: observable" list when they differ."""
 
     channels: tuple[Channel, ...]
     observable: str
@@ -42,6 +43,9 @@ class Binning:
         """The optimiser's binning (``optimise.observable``, ``bins``, ``range``): same as its layout."""
         opt = config.optimise
         edges = tuple(float(e) for e in np.linspace(opt.range[0], opt.range[1], opt.bins + 1))
+        if opt.observable is None:  # each channel bins its own observable (declared by the processor)
+            label = ", ".join(dict.fromkeys(f"{c.name}: {c.observable}" for c in channels))
+            return cls(tuple(channels), label, edges)
         return cls(tuple(Channel(c.name, c.cuts, opt.observable) for c in channels), opt.observable, edges)
 
 
@@ -75,9 +79,9 @@ def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]
         for variation, view, weight in variations_of(chunk):
             columns = {k: v[:n] for k, v in chunk.view(view).items()}
             w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
-            x = np.asarray(columns[binning.observable], np.float64)
             for channel in binning.channels:
                 keep = heldout & channel.hard_mask(columns, theta)
+                x = np.asarray(columns[channel.observable], np.float64)
                 yield label, channel.name, process, variation, x[keep], w[keep]
 
 
