@@ -22,12 +22,13 @@ from zprime_grad.optimise.model import ModelSettings
 from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
 from zprime_grad.validate.hists import DATA, HALF_SCALE, Binning, template
-from zprime_grad.validate.inference import expected_significance, mle_fit
+from zprime_grad.validate.inference import expected_mu_uncertainty, expected_significance, mle_fit
 from zprime_grad.validate.workspace import (asimov_observations, has_data, save_json, variation_names,
                                             workspaces)
 
 log = logging.getLogger(__name__)
 LABELS = ("baseline", "optimised")
+NOT_COMPUTED = {"Z": None, "p0": None, "method": "not computed (optimise.objective: mu_uncertainty)"}
 
 
 def load_params(params, declared: Mapping) -> tuple[dict[str, float], dict]:
@@ -145,16 +146,21 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
                            lumi_uncertainty=config.analysis.lumi_uncertainty)
         pseudo_data = all(has_data(h) for h in hists.values())
         results = {}
+        measure = config.optimise.objective == "mu_uncertainty"  # a measurement: σ(μ), not a discovery Z
         for label in LABELS:
             spec = specs[label] if pseudo_data else asimov_observations(specs[label])
-            z = expected_significance(specs[label])
+            z = NOT_COMPUTED if measure else expected_significance(specs[label])
             variations = sorted({v for hh in hists.values() for v in variation_names(hh)})
             model_spec = optimiser_model_spec(hists[label], binning, processes, variations, settings)
             save_json(out / f"workspace_{label}_optimiser_model.json", model_spec)
             results[label] = {"params": thetas[label], "Z_hard": z["Z"], "p0_hard": z["p0"],
-                              "Z_hard_optimiser_model": expected_significance(model_spec)["Z"],
+                              "Z_hard_optimiser_model": None if measure else expected_significance(model_spec)["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
                               "fit": mle_fit(spec), "yields": yields(hists[label], channels, [*processes, DATA])}
+            if measure:
+                sigma = expected_mu_uncertainty(specs[label])
+                results[label].update(mu_uncertainty_hard=sigma["sigma_mu"], mu_uncertainty_method=sigma["method"],
+                                      mu_uncertainty_hard_optimiser_model=expected_mu_uncertainty(model_spec)["sigma_mu"])
     z_soft = payload.get("z_valid_final") if payload.get("objective", "discovery") == "discovery" else None
     results["optimised"]["Z_soft"] = z_soft
     opt_model = results["optimised"]["Z_hard_optimiser_model"]
@@ -174,6 +180,8 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
                     "cabinetry": "cabinetry/"},
         "wall_time_s": time.perf_counter() - start,
     }
+    if measure:
+        summary.update(measurement_summary(results, payload))
     if plots:
         from zprime_grad.validate.report import write_report
 
@@ -196,3 +204,17 @@ def write_plots(out: Path, hists: dict, summary: dict, params, config: Config) -
             log.info("validate: no readable %s; plots without the optimisation history", path)
     return write_all(out, hists, summary, history, signal=config.optimise.signal,
                      lumi_fb=config.analysis.lumi_pb / 1000.0)
+
+
+def measurement_summary(results: dict, payload: dict) -> dict:
+    """For ``objective: mu_uncertainty``: σ(μ) soft (the optimiser's, on the parity-1 soft templates) vs
+    hard, and the improvement σ_baseline / σ_optimised (> 1 is better)."""
+    soft = payload.get("z_valid_final") if payload.get("objective") == "mu_uncertainty" else None
+    soft = -soft if soft is not None else None  # the optimiser maximises -σ(μ)
+    results["optimised"]["mu_uncertainty_soft"] = soft
+    base, opt = results["baseline"]["mu_uncertainty_hard"], results["optimised"]["mu_uncertainty_hard"]
+    opt_model = results["optimised"]["mu_uncertainty_hard_optimiser_model"]
+    return {"figure_of_merit": "mu_uncertainty", "improvement": base / opt if base and opt else None,
+            "soft_minus_hard_relative": (soft - opt) / opt if soft is not None and opt else None,
+            "soft_minus_hard_relative_same_model": (soft - opt_model) / opt_model
+            if soft is not None and opt_model else None}

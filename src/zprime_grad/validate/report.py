@@ -28,6 +28,12 @@ def render(summary: dict, images: dict[str, bytes]) -> str:
          _row("Z soft (optimiser, odd events)", "", _fmt(opt.get("Z_soft"))),
          _row("μ̂ (fit to pseudo-data)", _fmt(base["fit"].get("mu_hat")), _fmt(opt["fit"].get("mu_hat"))),
          _row("σ(μ̂)", _fmt(base["fit"].get("mu_uncertainty")), _fmt(opt["fit"].get("mu_uncertainty")))]
+    if summary.get("figure_of_merit") == "mu_uncertainty":  # a measurement: the optimised σ(μ), Asimov
+        z += [_row("σ(μ) hard (pyhf, Asimov Hessian)", _fmt(base.get("mu_uncertainty_hard")),
+                   _fmt(opt.get("mu_uncertainty_hard"))),
+              _row("σ(μ) hard in the optimiser's model", _fmt(base.get("mu_uncertainty_hard_optimiser_model")),
+                   _fmt(opt.get("mu_uncertainty_hard_optimiser_model"))),
+              _row("σ(μ) soft (optimiser, odd events)", "", _fmt(opt.get("mu_uncertainty_soft")))]
     figures = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{html.escape(name)}">'
         f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, data in images.items())
@@ -38,11 +44,11 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:1
 </head><body>
 <h1>Validation of the optimised cuts with the standard tools</h1>
 <p>Hard cuts on the <b>held-out (odd) events</b> (weights ×{summary['heldout_weight_scale']:g} to the full
-luminosity), hist → cabinetry → pyhf, systematics included. Improvement Z<sub>hard</sub>(θ*) / Z<sub>hard</sub>(θ₀):
-<b>{_fmt(summary.get('improvement'))}</b>; (Z<sub>soft</sub> − Z<sub>hard</sub>) / Z<sub>hard</sub> at θ*:
+luminosity), hist → cabinetry → pyhf, systematics included. Improvement {_improvement(summary)}:
+<b>{_fmt(summary.get('improvement'))}</b>; (soft − hard) / hard at θ*:
 <b>{_fmt(summary.get('soft_minus_hard_relative'))}</b>.</p>
 <h2>Significance</h2><table>{''.join(z)}</table>
-<h2>Cut parameters</h2><table>{''.join(params)}</table>
+{_learned(summary)}<h2>Cut parameters</h2><table>{''.join(params)}</table>
 <h2>Plots</h2>{figures}
 </body></html>
 """
@@ -56,3 +62,29 @@ def write_report(out: Path, summary: dict) -> str:
             images[Path(rel).stem] = path.read_bytes()
     (out / "report.html").write_text(render(summary, images))
     return "report.html"
+
+
+def _improvement(summary: dict) -> str:
+    if summary.get("figure_of_merit") == "mu_uncertainty":
+        return "σ<sub>hard</sub>(μ; θ₀) / σ<sub>hard</sub>(μ; θ*)"
+    return "Z<sub>hard</sub>(θ*) / Z<sub>hard</sub>(θ₀)"
+
+
+def _learned(summary: dict) -> str:
+    """Configs with networks (``zprime_grad.learn.stage``): one row per analysis, held-out hard-cut Z₀."""
+    learned = summary.get("learned")
+    if not learned:
+        return ""
+    rows = [_row("analysis", "Z hard (cabinetry/pyhf)", "Z soft (optimiser)", "network weights (trained here)",
+                 header=True)]
+    rows += [_row(r["label"], _fmt(r["Z_hard"]), _fmt(r.get("Z_soft")),
+                  f"{r['network_parameters']} ({r['trainable_network_parameters']})") for r in learned["rows"]]
+    nets = []
+    for name, n in learned.get("networks", {}).items():
+        t = n["training"]
+        nets.append(f"<li>{html.escape(name)}: {n['n_params']} weights, pre-trained {t['epochs_run']} epochs "
+                    f"(kept epoch {t['best_epoch']}); held-out cross-entropy "
+                    f"{_fmt(t['loss_initial']['loss_heldout'])} → {_fmt(t['loss_best']['loss_heldout'])}</li>")
+    return (f"<h2>Learned observables</h2><p>{html.escape(learned.get('heldout', ''))}; fine-tuned / cuts only: "
+            f"<b>{_fmt(learned.get('finetuned_over_cuts_only'))}</b></p><table>{''.join(rows)}</table>"
+            f"<ul>{''.join(nets)}</ul>\n")

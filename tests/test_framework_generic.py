@@ -1,0 +1,123 @@
+"""The framework carries no analysis of its own: a config without generation that names its fileset,
+channels that bin their own observables, and a measurement (σ(μ)) figure of merit in validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zprime_grad.config import load_config, parse_config
+from zprime_grad.errors import UserError
+from zprime_grad.optimise.layout import make_layout
+from zprime_grad.selection import Channel, Cut
+from zprime_grad.validate.hists import Binning, fill_chunk
+from zprime_grad.validate.inference import expected_mu_uncertainty
+
+CUT = Cut("x", "x", ">", "x_threshold", 1.0, (0.0, 5.0), 1.0)
+CHANNELS = (Channel("a", (CUT,), observable="obs_a"), Channel("b", (CUT,), observable="obs_b"))
+
+
+def _config(tmp_path: Path, **extra):
+    data = {"analysis": {"name": "toy", "processor": "zprime_ttbar"}, **extra}
+    path = tmp_path / "toy.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
+
+
+def test_config_without_generate_and_with_a_fileset(tmp_path):
+    from zprime_grad.pipeline import configured_fileset
+
+    config = _config(tmp_path, fileset={"ds": {"files": {"../data/f.root": "Events"}, "metadata": {"xsec": 1.0}}})
+    assert config.generate is None
+    resolved = configured_fileset(config)
+    assert resolved["ds"]["files"] == {str(tmp_path / "../data/f.root"): "Events"}
+    assert resolved["ds"]["metadata"] == {"xsec": 1.0}
+    assert configured_fileset(_config(tmp_path, fileset="sets/fs.json")) == str(tmp_path / "sets/fs.json")
+    assert load_config().generate is not None  # the default config still generates its samples
+
+
+def test_run_without_fileset_or_generate_names_the_config(tmp_path):
+    from zprime_grad.generate import generate_dataset
+
+    config = _config(tmp_path)
+    with pytest.raises(UserError, match="toy.yaml.*no 'generate' section"):
+        generate_dataset(config, tmp_path / "gen", progress=False)
+
+
+def _description(columns):
+    return {"process": "sig", "is_data": False, "length": 4, "n_events": 4, "key": ["d", "f", "0"],
+            "weights": ["nominal"], "variations": [], "columns": sorted(columns)}
+
+
+def test_layout_keeps_each_channels_observable_when_none_is_configured():
+    desc = [_description({"x", "obs_a", "obs_b", "baseline", "parity", "valid"})]
+    own = make_layout(desc, CHANNELS, observable=None, bins=5, value_range=(0.0, 5.0))
+    assert [c.observable for c in own.channels] == ["obs_a", "obs_b"]
+    assert {"obs_a", "obs_b"} <= set(own.columns)
+    common = make_layout(desc, CHANNELS, observable="obs_b", bins=5, value_range=(0.0, 5.0))
+    assert [c.observable for c in common.channels] == ["obs_b", "obs_b"]
+
+
+def test_validation_histograms_bin_each_channels_observable():
+    from zprime_grad.columns import make_chunk
+
+    cols = {"x": [2.0, 2.0, 0.5, 3.0], "obs_a": [0.5, 1.5, 2.5, 3.5], "obs_b": [4.5, 4.5, 4.5, 0.5],
+            "baseline": [1, 1, 1, 1], "parity": [1, 1, 1, 1]}
+    chunk = make_chunk(cols, {"nominal": np.ones(4)}, {}, {}, buckets=(8,), dataset="d", process="sig")
+    config = parse_config({"analysis": {"processor": "zprime_ttbar"},
+                           "optimise": {"observable": None, "bins": 5, "range": [0.0, 5.0]}})
+    binning = Binning.from_config(CHANNELS, config)
+    assert binning.observable == "a: obs_a, b: obs_b"
+    h = fill_chunk(chunk, binning, {"t": {"x_threshold": 1.0}})["t"]
+    a = h[{"channel": "a", "process": "sig", "variation": "nominal"}].values()
+    b = h[{"channel": "b", "process": "sig", "variation": "nominal"}].values()
+    np.testing.assert_allclose(a, [2, 2, 0, 2, 0])  # events 0, 1, 3 pass x > 1 (weight x2: held-out half)
+    np.testing.assert_allclose(b, [2, 0, 0, 0, 4])
+
+
+def _spec(signal, background, lumi=0.02, stat=None):
+    samples = [{"name": "sig", "data": signal, "modifiers": [
+        {"name": "mu", "type": "normfactor", "data": None},
+        {"name": "lumi", "type": "normsys", "data": {"hi": 1 + lumi, "lo": 1 - lumi}}]}]
+    if stat is not None:
+        samples[0]["modifiers"].append({"name": "stat", "type": "staterror", "data": stat})
+    if background is not None:
+        samples.append({"name": "bkg", "data": background, "modifiers": [
+            {"name": "lumi", "type": "normsys", "data": {"hi": 1 + lumi, "lo": 1 - lumi}}]})
+    total = [s + (background[i] if background else 0.0) for i, s in enumerate(signal)]
+    return {"channels": [{"name": "c", "samples": samples}], "observations": [{"name": "c", "data": total}],
+            "version": "1.0.0",
+            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": [
+                {"name": "mu", "bounds": [[0.0, 10.0]], "inits": [1.0]}]}}]}
+
+
+def test_expected_mu_uncertainty_is_the_asimov_hessian():
+    """Signal only, one bin of s events, lumi κ: σ(μ)² ≈ 1/s + κ² (code4 is linear in α at first order)."""
+    s, k = 400.0, 0.02
+    sigma = expected_mu_uncertainty(_spec([s], None, lumi=k))["sigma_mu"]
+    assert sigma == pytest.approx(np.sqrt(1 / s + k**2), rel=1e-4)
+    # against pyhf's jax backend: exact Hessian of −ln L at the Asimov optimum, with a background
+    import jax
+    import jax.numpy as jnp
+    import pyhf
+
+    import zprime_grad.jaxconfig  # noqa: F401
+
+    spec = _spec([30.0, 50.0], [100.0, 20.0], stat=[3.0, 4.0])
+    previous = pyhf.get_backend()
+    try:
+        pyhf.set_backend("jax")
+        model = pyhf.Workspace(spec).model()
+        init = jnp.asarray(model.config.suggested_init(), float)
+        data = jnp.asarray(model.expected_data(init))
+        hess = jax.hessian(lambda v: -model.logpdf(v, data)[0])(init)
+        exact = float(jnp.sqrt(jnp.linalg.inv(hess)[model.config.poi_index, model.config.poi_index]))
+    finally:
+        pyhf.set_backend(*previous)
+    assert expected_mu_uncertainty(spec)["sigma_mu"] == pytest.approx(exact, rel=1e-5)
+    assert json.dumps(expected_mu_uncertainty(spec))  # plain JSON for validation.json
