@@ -31,6 +31,15 @@ class Branches:
     btag: str
 
 
+def candidates(btag: str = "btagDeepB") -> frozenset[str]:
+    """Every branch the skim may read, in every spelling: what coffea preloads in one bulk read."""
+    return frozenset({
+        "run", "luminosityBlock", "event", "genWeight", *TRIGGERS, "nMuon", "nJet", "nFatJet",
+        *(f"Muon_{f}" for f in (*MUON, *MUON_ISO)), *(f"Jet_{f}" for f in (*JET, btag, "hadronFlavour")),
+        *(f"FatJet_{f}" for f in (*FATJET, *TOP_SCORE)), *(f"{m}_{f}" for m in MET for f in ("pt", "phi")),
+    })
+
+
 def branch_names(events) -> set[str]:
     """Flat NanoAOD branch names behind a NanoEvents array (``Muon_pt``, ``HLT_Mu50``, ``event`` …)."""
     names = set()

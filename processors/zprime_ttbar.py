@@ -38,8 +38,8 @@ from zprime_grad.errors import UserError
 from zprime_grad.selection import Channel, CountCut, Cut, initial_params, parameters
 from zprime_grad_processors import zprime_reco as reco
 from zprime_grad_processors import zprime_systematics as syst
-from zprime_grad_processors.nanoaod_branches import branch_names, resolve
-from zprime_grad_processors.padded import Objects, pad_jagged
+from zprime_grad_processors.nanoaod_branches import branch_names, candidates, resolve
+from zprime_grad_processors.padded import Objects, counts, flat, per_event_sum
 
 MUON_PT, MUON_ETA, MUON_MINI_ISO_ID, MUON_MINI_ISO = 55.0, 2.4, 2, 0.20
 JET_PT, JET_ETA, JET_ID_TIGHT, JET_MUON_DR = 30.0, 2.4, 2, 0.4
@@ -93,15 +93,20 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
     def initial_params(self) -> dict[str, float]:
         return initial_params(self.channels)
 
+    def branches(self) -> frozenset[str]:
+        """The branches this processor may read (the framework preloads them in one bulk read)."""
+        return candidates(self.btag)
+
     def check_branches(self, branches: set[str], filename: str, *, is_data: bool) -> None:
         """Driver-side check of a file's branch list; raises UserError naming what is missing."""
         resolve(branches, filename, is_data=is_data, btag=self.btag)
 
     # ------------------------------------------------------------------------------------ objects
-    def good_muons(self, muons, iso_branch: str):
-        isolated = (muons[iso_branch] >= MUON_MINI_ISO_ID if iso_branch == "miniIsoId"
-                    else muons[iso_branch] < MUON_MINI_ISO)
-        return (muons.pt > MUON_PT) & (abs(muons.eta) < MUON_ETA) & muons.tightId & isolated
+    def good_muons(self, muons, iso_branch: str) -> np.ndarray:
+        """Per muon (flat over the chunk): pT, |η|, tight ID, mini-isolation."""
+        iso = flat(muons[iso_branch])
+        isolated = iso >= MUON_MINI_ISO_ID if iso_branch == "miniIsoId" else iso < MUON_MINI_ISO
+        return (flat(muons.pt) > MUON_PT) & (np.abs(flat(muons.eta)) < MUON_ETA) & flat(muons.tightId, bool) & isolated
 
     def jet_quality(self, jets: Objects, muon) -> np.ndarray:
         """The jet cuts JES/JER cannot change: tight ID, |η|, no overlap with the muon."""
@@ -120,7 +125,8 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         """Everything JES/JER can change, for one variation: padded objects, baseline, observables."""
         jets, fatjets = self.select_jets(jets, jet_quality), self.select_fatjets(fatjets)
         n_jets, n_fat = jets.count(), fatjets.count()
-        lead_jets, lead_fatjets = jets.leading(JET_SLOTS), fatjets.leading(FATJET_SLOTS)
+        lead_jets = jets.leading(JET_SLOTS, fields=("pt", "eta", "phi", "mass", "btag"))
+        lead_fatjets = fatjets.leading(FATJET_SLOTS)
         cols = {f"jet_{f}": lead_jets.slots(f) for f in ("pt", "eta", "phi", "mass", "btag")}
         cols.update({f"fatjet_{f}": lead_fatjets.slots(f)
                      for f in ("pt", "eta", "phi", "mass", "msoftdrop", "top_score")})
@@ -164,11 +170,13 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         for path in names.triggers:
             trigger |= np.asarray(events.HLT[path.removeprefix("HLT_")], dtype=bool)
         good_mu = self.good_muons(events.Muon, names.muon_iso)
-        pre = trigger & (ak.sum(good_mu, axis=1) == 1) & (ak.num(events.Jet) >= 2) & (ak.num(events.FatJet) >= 1)
-        rows = np.flatnonzero(pre)  # objects are padded straight from the unfiltered branches
+        pre = (trigger & (per_event_sum(good_mu, counts(events.Muon)) == 1)
+               & (counts(events.Jet) >= 2) & (counts(events.FatJet) >= 1))
+        rows = np.flatnonzero(pre)  # objects are padded straight from the unfiltered branches (numpy only)
 
-        muons = Objects.from_collection(events.Muon, {f: f for f in ("pt", "eta", "phi", "mass")}, rows)
-        the_muon = pad_jagged(good_mu, rows, muons.valid.shape[1], dtype=bool).argmax(axis=1)[:, None]
+        muons = Objects.from_collection(events.Muon, {f: f for f in ("pt", "eta", "phi", "mass")}, rows,
+                                        flat_fields={"good": good_mu})
+        the_muon = muons.good.argmax(axis=1)[:, None]
         muon = {f: np.take_along_axis(muons.fields[f], the_muon, 1)[:, 0] for f in ("pt", "eta", "phi", "mass")}
         jet_fields = {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "jetId": "jetId", "btag": names.btag}
         if not is_data:
@@ -177,13 +185,14 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         fatjets = Objects.from_collection(events.FatJet, {
             "pt": "pt", "eta": "eta", "phi": "phi", "mass": "mass", "msoftdrop": "msoftdrop",
             "top_score": names.top_score}, rows)
-        events = events[pre]
         met = events[names.met]
-        met_pt, met_phi = np.asarray(met.pt, np.float64), np.asarray(met.phi, np.float64)
+        met_pt, met_phi = np.asarray(met.pt, np.float64)[rows], np.asarray(met.phi, np.float64)[rows]
+        ids = {k: np.asarray(events[k])[rows].astype(np.int64) for k in ("run", "luminosityBlock", "event")}
+        gen_weight = None if is_data else np.asarray(events.genWeight, np.float64)[rows]
 
         inputs = {"nominal": (jets, fatjets, met_pt, met_phi)}
         if not is_data:
-            event_number = np.asarray(events.event)
+            event_number = ids["event"]
             jet_var = syst.jet_variations(jets, event_number, salt=1, path=self.corrections)
             fat_var = syst.jet_variations(fatjets, event_number, salt=2, path=self.corrections)
             for v in syst.KINEMATIC_VARIATIONS:
@@ -193,12 +202,13 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         keep = np.logical_or.reduce([cols["baseline"] for cols, _ in per_variation.values()])
 
         nominal_cols, nominal_jets = per_variation.pop("nominal")
-        columns = {f"muon_{f}": muon[f][keep] for f in ("pt", "eta", "phi")}
-        columns.update({k: np.asarray(v)[keep] for k, v in nominal_cols.items()})
-        columns["parity"] = parity(np.asarray(events.event)[keep])
-        variations = {v: {k: np.asarray(a)[keep] for k, a in cols.items()} for v, (cols, _) in per_variation.items()}
-        ids = {k: np.asarray(events[k])[keep].astype(np.int64) for k in ("run", "luminosityBlock", "event")}
-        weights = self.weights(events[keep], meta, muon, nominal_jets, keep, is_data)
+        select = (lambda a: np.asarray(a)) if keep.all() else (lambda a: np.asarray(a)[keep])  # noqa: E731
+        columns = {f"muon_{f}": select(muon[f]) for f in ("pt", "eta", "phi")}
+        columns.update({k: select(v) for k, v in nominal_cols.items()})
+        ids = {k: select(v) for k, v in ids.items()}
+        columns["parity"] = parity(ids["event"])
+        variations = {v: {k: select(a) for k, a in cols.items()} for v, (cols, _) in per_variation.items()}
+        weights = self.weights(None if is_data else gen_weight[keep], meta, muon, nominal_jets, keep)
 
         chunk = make_chunk(
             columns, weights, variations, ids, buckets=self.buckets,
@@ -212,16 +222,17 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         return {"chunks": [chunk]}
 
     # ------------------------------------------------------------------------------------ weights
-    def weights(self, events, meta, muon, jets, keep, is_data) -> dict[str, np.ndarray]:
-        """nominal = xsec·lumi·genWeight/Σ genWeight × muon SF × b-tag SF; one factor varied per key."""
-        if is_data:
-            return {"nominal": np.ones(len(events))}
+    def weights(self, gen_weight, meta, muon, jets, keep) -> dict[str, np.ndarray]:
+        """nominal = xsec·lumi·genWeight/Σ genWeight × muon SF × b-tag SF; one factor varied per key.
+        ``gen_weight`` is None for data (unit weights)."""
+        if gen_weight is None:
+            return {"nominal": np.ones(int(keep.sum()))}
         if "xsec" not in meta:
             raise UserError(f"dataset {meta.get('dataset')}: fileset metadata has no 'xsec' (pb) for this MC")
         sumw = meta.get("sumw")
         if sumw is None:
             sumw = file_sumw(meta["filename"], meta.get("treename", "Events"))
-        base = mc_weight(np.asarray(events.genWeight), float(meta["xsec"]), self.lumi_pb, float(sumw))
+        base = mc_weight(gen_weight, float(meta["xsec"]), self.lumi_pb, float(sumw))
         mu_sf = syst.muon_sf(muon["pt"][keep], muon["eta"][keep], self.corrections)
         jets = jets.take(keep)
         b_sf = syst.btag_sf(jets, jets.btag > BTAG_MEDIUM, self.corrections)

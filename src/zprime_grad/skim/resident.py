@@ -21,7 +21,7 @@ from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
-from zprime_grad.skim.runner import user_error_from
+from zprime_grad.skim.runner import declared_branches, reader_options, user_error_from
 from zprime_grad.skim.store import summarise_chunk, write_chunk
 
 
@@ -42,6 +42,7 @@ def skim_work_item(item, processor) -> ColumnChunk:
             events = NanoEventsFactory.from_root(
                 file, treepath=item.treename, schemaclass=NanoAODSchema, metadata=metadata,
                 mode="virtual", entry_start=item.entrystart, entry_stop=item.entrystop,
+                preload=declared_branches(processor), iteritems_options=reader_options(processor),
             ).events()
             tic = time.perf_counter()
             chunk = processor.process(events)["chunks"][0]

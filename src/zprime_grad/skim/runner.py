@@ -66,19 +66,41 @@ def _executor(name: str, workers: int):
     raise UserError(f"executor must be one of {', '.join(EXECUTORS)}, not '{name}'")
 
 
+def declared_branches(processor) -> list[str] | None:
+    """The branches a processor says it may read (``processor.branches()``, optional), sorted.
+
+    With them coffea reads every branch of a chunk in one bulk ``TTree.arrays`` call (the fileset's
+    ``preload``) and NanoEvents builds its form from those branches only, not from the thousand-odd
+    of a real NanoAOD file; without them everything is read lazily, branch by branch. Names that a
+    file lacks are simply not read (the processor's own check reports required ones).
+    """
+    branches = getattr(processor, "branches", None)
+    return None if branches is None else sorted(branches())
+
+
+def reader_options(processor) -> dict:
+    """``iteritems_options`` for NanoEvents: the declared branches only (``{}`` if none declared)."""
+    names = declared_branches(processor)
+    return {} if names is None else {"filter_name": names}
+
+
 def run_local(fileset: dict, processor, *, executor: str = "iterative", workers: int = 1,
               chunksize: int = 100_000, treename: str = "Events") -> SkimResult:
     start = time.perf_counter()
     chunks, metrics = [], {}
     params = processor.initial_params()
+    preload = declared_branches(processor)
     for dataset, entry in fileset.items():
+        if preload is not None:
+            entry = {**entry, "preload": preload}
         runner = coffea_processor.Runner(_executor(executor, workers), schema=NanoAODSchema,
                                          chunksize=chunksize, savemetrics=True)
         stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
         try:
             with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
                 warnings.filterwarnings("ignore", message="Performed attempt")
-                out, m = runner({dataset: entry}, processor, treename=treename)
+                out, m = runner({dataset: entry}, processor, treename=treename,
+                              iteritems_options=reader_options(processor))
         except UserError:
             raise
         except Exception as err:  # coffea wraps every chunk failure; keep the message, drop the trace
