@@ -1,0 +1,201 @@
+"""The AGC tt̄ analysis as a plug-in: found through the entry point, the AGC's histograms (names,
+binning, contents against an independent uproot + awkward implementation), soft → hard, and the whole
+``zprime-grad run configs/agc_ttbar.yaml`` chain on the AGC-format file."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib.metadata import entry_points
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from tests.conftest import REPO, SHARED_DATA
+from zprime_grad.errors import UserError
+
+AGC_FILE = SHARED_DATA / "nanoaod" / "skhep" / "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+TTH_FILE = SHARED_DATA / "nanoaod" / "higgsdna" / "ttH_M125_2017.root"
+REFERENCE = SHARED_DATA / "agc" / "reference" / "histos_1_file_per_process.json"
+CONFIG = REPO / "configs" / "agc_ttbar.yaml"
+LUMI = 3378.0
+EDGES = np.linspace(50.0, 550.0, 26)
+# as configs/agc_ttbar.yaml: the AGC-format file is W+jets; the ttH file stands in for tt̄
+SAMPLES = {"ttbar": (TTH_FILE, 729.84, 100), "wjets": (AGC_FILE, 61457 * 0.252, 200)}
+
+
+def fileset():
+    return {f"{p}__nominal": {"files": {str(path): "Events"},
+                              "metadata": {"process": p, "variation": "nominal", "xsec": xsec, "nevts": n}}
+            for p, (path, xsec, n) in SAMPLES.items()}
+
+
+@pytest.fixture(scope="module")
+def agc_output():
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from zprime_grad.skim.runner import load_processor
+    from zprime_grad_processors.agc_hists import AGCHistogramProcessor
+
+    analysis = load_processor("agc_ttbar", lumi_pb=LUMI)
+    runner = processor.Runner(processor.IterativeExecutor(status=False), schema=NanoAODSchema)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runner(fileset(), AGCHistogramProcessor(analysis), treename="Events")
+
+
+def test_plugin_is_registered_through_the_entry_point():
+    from zprime_grad.skim.runner import load_processor
+    from zprime_grad_processors.agc_ttbar import AGCTTbarProcessor
+
+    found = {ep.name: ep for ep in entry_points(group="zprime_grad.processors")}
+    assert found["agc_ttbar"].value == "zprime_grad_processors.agc_ttbar:AGCTTbarProcessor"
+    analysis = load_processor("agc_ttbar", lumi_pb=LUMI)
+    assert isinstance(analysis, AGCTTbarProcessor)
+    assert [(c.name, c.observable) for c in analysis.channels] == [("4j1b", "ht"), ("4j2b", "trijet_mass")]
+    assert analysis.initial_params() == {"lepton_pt_threshold": 30.0, "jet_pt_threshold": 30.0,
+                                         "btag_threshold": 0.5}
+
+
+def test_histogram_names_and_binning_match_the_agc_reference(agc_output):
+    from zprime_grad_processors.agc_hists import reference_json
+
+    ours = reference_json(agc_output["hist_dict"])
+    reference = json.loads(REFERENCE.read_text())
+    two_point = ("ME_var", "PS_var", "scaleup", "scaledown")
+    expected = {n for n in reference if n.split("_")[1] in SAMPLES and not n.endswith(two_point)}
+    assert set(ours) == expected  # every AGC template of the processes we have, nothing else
+    for name, entry in ours.items():
+        np.testing.assert_allclose(entry["edges"], reference[name]["edges"])
+        assert len(entry["contents"]) == len(reference[name]["contents"]) == 27  # 25 bins + flow
+    assert agc_output["nevents"] == {"ttbar__nominal": 100, "wjets__nominal": 200}
+
+
+# ------------------------------------------------------------------- independent AGC implementation
+def _agc_reference(path, process, xsec, nevts) -> dict[str, np.ndarray]:
+    """The AGC selection written directly on uproot/awkward arrays (nominal, b-tag, scale, pT scale)."""
+    a = uproot.open(path)["Events"].arrays(library="ak", filter_name=["Electron_*", "Muon_*", "Jet_*"])
+    f64 = lambda x: ak.values_astype(x, np.float64)  # noqa: E731
+    el = (a.Electron_pt > 30) & (abs(a.Electron_eta) < 2.1) & (a.Electron_cutBased == 4) & (a.Electron_sip3d < 4)
+    mu = ((a.Muon_pt > 30) & (abs(a.Muon_eta) < 2.1) & a.Muon_tightId & (a.Muon_sip3d < 4)
+          & (a.Muon_pfRelIso04_all < 0.15))
+    one_lepton = (ak.sum(el, axis=1) + ak.sum(mu, axis=1)) == 1
+    weight = xsec * LUMI / nevts
+    out = {}
+    for variation, factor in (("nominal", 1.0), ("pt_scale_up", 1.03)):
+        pt = f64(a.Jet_pt) * factor
+        good = (pt > 30) & (abs(a.Jet_eta) < 2.4) & ((a.Jet_jetId & 4) > 0)
+        jets = ak.zip({"pt": pt[good], "eta": f64(a.Jet_eta[good]), "phi": f64(a.Jet_phi[good]),
+                       "mass": f64(a.Jet_mass[good]), "btag": a.Jet_btagCSVV2[good]})
+        four = one_lepton & (ak.num(jets) >= 4)
+        regions = {"4j1b": four & (ak.sum(jets.btag >= 0.5, axis=1) == 1),
+                   "4j2b": four & (ak.sum(jets.btag > 0.5, axis=1) >= 2)}
+        for region, sel in regions.items():
+            rj = jets[sel]
+            if region == "4j1b":
+                x = ak.to_numpy(ak.sum(rj.pt, axis=1))
+            else:
+                t = ak.combinations(rj, 3, fields=["a", "b", "c"])
+                px = sum(t[k].pt * np.cos(t[k].phi) for k in "abc")
+                py = sum(t[k].pt * np.sin(t[k].phi) for k in "abc")
+                pz = sum(t[k].pt * np.sinh(t[k].eta) for k in "abc")
+                e = sum(np.sqrt((t[k].pt * np.cosh(t[k].eta)) ** 2 + t[k].mass ** 2) for k in "abc")
+                tagged = np.maximum(t.a.btag, np.maximum(t.b.btag, t.c.btag)) > 0.5
+                trijet_pt = ak.where(tagged, np.hypot(px, py), -1.0)
+                best = ak.argmax(trijet_pt, axis=1, keepdims=True)
+                m2 = (e**2 - px**2 - py**2 - pz**2)[best]
+                x = ak.to_numpy(ak.flatten(np.sqrt(np.maximum(m2, 0.0))))
+            weights = {variation: np.full(len(x), weight)}
+            if variation == "nominal":
+                for i in range(4):
+                    shift = 0.075 * ak.to_numpy(rj.pt[:, i]) / 50.0 if len(x) else np.zeros(0)
+                    weights[f"btag_var_{i}_up"], weights[f"btag_var_{i}_down"] = weight * (1 + shift), weight * (1 - shift)
+                if process == "wjets":
+                    weights["scale_var_up"], weights["scale_var_down"] = 1.025 * weights[variation], 0.975 * weights[variation]
+            for name, w in weights.items():
+                key = f"{region}_{process}" if name == "nominal" else f"{region}_{process}_{name}"
+                out[key] = np.histogram(x, np.concatenate([[-np.inf], EDGES, [np.inf]]), weights=w)[0]
+    return out
+
+
+def test_hard_cut_histograms_equal_an_independent_reference(agc_output):
+    from zprime_grad_processors.agc_hists import reference_json
+
+    ours = reference_json(agc_output["hist_dict"])
+    expected = {}
+    for process, (path, xsec, nevts) in SAMPLES.items():
+        expected.update(_agc_reference(path, process, xsec, nevts))
+    compared = sorted(n for n in ours if not n.endswith("pt_res_up"))  # RNG: the AGC does not compare it either
+    assert set(compared) == set(expected)
+    for name in compared:
+        np.testing.assert_allclose(ours[name]["contents"], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)  # float32 weights
+    # the stand-in tt̄ fills both regions; the AGC-format W+jets file has no event in either (README)
+    assert sum(expected["4j1b_ttbar"]) > 0 and sum(expected["4j2b_ttbar"]) > 0
+    assert sum(expected["4j1b_wjets"]) == sum(expected["4j2b_wjets"]) == 0
+    res = np.array(ours["4j2b_ttbar_pt_res_up"]["contents"])
+    assert res.sum() == pytest.approx(np.sum(expected["4j2b_ttbar"]), rel=0.5)  # smeared, not lost
+
+
+def test_soft_selection_tends_to_the_hard_one():
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from zprime_grad.skim.runner import load_processor
+
+    analysis = load_processor("agc_ttbar", lumi_pb=LUMI)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = processor.Runner(processor.IterativeExecutor(status=False), schema=NanoAODSchema)(
+            {k: v for k, v in fileset().items() if k.startswith("ttbar")}, analysis, treename="Events")
+    (chunk,) = out["chunks"]
+    cols = {k: v[: chunk.n_events] for k, v in chunk.columns.items()}
+    for params in (analysis.initial_params(), {"lepton_pt_threshold": 45.0, "jet_pt_threshold": 42.0,
+                                                "btag_threshold": 0.8}):
+        for ch in analysis.channels:
+            hard = ch.hard_mask(cols, params)
+            gaps = [np.asarray(cols["lepton_pt"]) - params["lepton_pt_threshold"],
+                    np.where(cols["jet_mask"] > 0, cols["jet_pt"] - params["jet_pt_threshold"], np.inf),
+                    np.where(cols["jet_mask"] > 0, (cols["jet_btag"] - params["btag_threshold"]) * 100, np.inf)]
+            clear = np.all([np.abs(g).reshape(len(hard), -1).min(axis=1) > 0.5 for g in gaps], axis=0)
+            soft = np.asarray(ch.soft_weight(cols, params, slope=1e4))
+            assert clear.sum() >= 8
+            np.testing.assert_allclose(soft[clear], hard[clear], atol=1e-6)
+
+
+def test_bad_input_names_the_branch_file_and_dataset():
+    from zprime_grad.skim.runner import load_processor
+    from zprime_grad_processors import agc_branches
+
+    analysis = load_processor("agc_ttbar", lumi_pb=LUMI)
+    branches = set(agc_branches.required(False)) - {"Jet_btagCSVV2", "Muon_sip3d"}
+    with pytest.raises(UserError, match=r"f\.root: required branch\(es\) missing: Muon_sip3d, Jet_btagCSVV2"):
+        analysis.check_branches(branches, "f.root", is_data=False)
+    with pytest.raises(UserError, match="dataset ttbar__nominal: fileset metadata 'nevts'"):
+        analysis.weights({"dataset": "ttbar__nominal", "xsec": 1.0}, "ttbar", np.zeros((1, 12)), False)
+
+
+def test_zprime_grad_run_on_the_agc_config(tmp_path):
+    from zprime_grad.config import load_config
+    from zprime_grad.pipeline import run_chain
+
+    config = load_config(CONFIG)
+    assert config.generate is None and config.optimise.objective == "mu_uncertainty"
+    outputs = run_chain(config, tmp_path, epochs=2)
+    for name in ("fileset.json", "skim/skim.json", "optimise/params.json", "optimise/optimisation.json",
+                 "validation.json", "report.html", "histograms.root", "workspace_optimised.json"):
+        assert (tmp_path / name).exists(), name
+    assert set(outputs) == {"fileset", "skim", "optimise", "validation", "report"}
+    history = json.loads((tmp_path / "optimise" / "optimisation.json").read_text())
+    assert len(history["epochs"]) == 2 and history["objective"] == "mu_uncertainty"
+    assert history["channels"] == ["4j1b", "4j2b"] and history["processes"] == ["ttbar", "wjets"]
+    summary = json.loads((tmp_path / "validation.json").read_text())
+    assert summary["figure_of_merit"] == "mu_uncertainty"
+    assert summary["observable"] == "4j1b: ht, 4j2b: trijet_mass"
+    for label in ("baseline", "optimised"):
+        assert 0 < summary[label]["mu_uncertainty_hard"] < 10
+    assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_valid"], rel=0.5)
+    with uproot.open(tmp_path / "histograms.root") as f:
+        assert "baseline/4j2b_ttbar_pt_scale_up" in [k.split(";")[0] for k in f.keys()]
