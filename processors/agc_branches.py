@@ -26,3 +26,8 @@ def check(available: set[str], filename: str, *, is_data: bool) -> None:
     missing = [b for b in required(is_data) if b not in available]
     if missing:
         raise UserError(f"{filename}: required branch(es) missing: {', '.join(missing)}")
+
+
+def candidates() -> frozenset[str]:
+    """Every branch the analysis reads (with the collection counters): what coffea preloads in one read."""
+    return frozenset({*required(False), "nElectron", "nMuon", "nJet"})

@@ -157,6 +157,10 @@ class AGCTTbarProcessor(processor.ProcessorABC):
     def initial_params(self) -> dict[str, float]:
         return initial_params(self.channels)
 
+    def branches(self) -> frozenset[str]:
+        """What the skim reads (coffea preloads these in one bulk read, NanoEvents sees only them)."""
+        return agc_branches.candidates()
+
     def check_branches(self, branches: set[str], filename: str, *, is_data: bool) -> None:
         """Driver-side check of a file's branch list; raises UserError naming what is missing."""
         agc_branches.check(branches, filename, is_data=is_data)
