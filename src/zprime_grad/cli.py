@@ -23,6 +23,7 @@ COMMANDS = [
     "zprime_grad.optimise.cli",
     "zprime_grad.skim.cli",
     "zprime_grad.validate.cli",
+    "zprime_grad.learn.cli",
 ]
 
 

@@ -170,12 +170,61 @@ class OptimiseConfig(Strict):
     scheduler: str | None = Field(None, description="tcp://, tls:// or gateway:// address")
     tls: TLSConfig = TLSConfig()
     fan_in: int = Field(8, ge=2, description="tree-reduction fan-in on the cluster")
+    networks: dict[str, "NetworkUseConfig"] = Field(
+        default_factory=dict, description="models (top-level section) the channels cut on, fine-tuned with the cuts")
 
     @model_validator(mode="after")
     def _range_ordered(self) -> "OptimiseConfig":
         if not self.range[0] < self.range[1]:
             raise ValueError("range must be (low, high) with low < high")
         return self
+
+
+# --------------------------------------------------------------------------------------------- models
+class ModelTrainConfig(Strict):
+    """Pre-training (zprime-grad train): weighted cross-entropy on the even events, full batch, Adam."""
+
+    epochs: int = Field(300, ge=0)
+    learning_rate: float = Field(0.01, gt=0)
+    patience: int = Field(30, gt=0, description="stop after this many epochs without a better validation loss")
+    min_delta: float = Field(1e-5, ge=0, description="relative improvement of the validation loss that counts")
+    validation_fraction: float = Field(0.25, gt=0, lt=1, description="share of the even events held out for early stopping")
+    seed: int = Field(0, ge=0, description="weight initialisation")
+
+
+class ModelConfig(Strict):
+    """A small MLP on skim columns: classifier of processes, whose score-class probability is the score."""
+
+    features: tuple[str, ...] = Field(description="skim columns; 'col[i]' is slot i of a padded collection")
+    hidden: tuple[int, ...] = Field((32, 16), description="hidden layer widths")
+    activation: Literal["relu", "tanh", "gelu", "silu", "elu"] = "relu"
+    classes: dict[str, tuple[str, ...]] | None = Field(
+        None, description="class -> MC processes; None: optimise.signal vs every other MC process")
+    score_class: str | None = Field(None, description="the class whose probability is the score (default: the signal's)")
+    train: ModelTrainConfig = ModelTrainConfig()
+    init_from: str | None = Field(None, description="a network file (zprime-grad train) instead of training")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ModelConfig":
+        if not self.features or any(h <= 0 for h in self.hidden):
+            raise ValueError("features must be non-empty and hidden widths positive")
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError("classes needs at least two classes")
+        return self
+
+
+class NetworkUseConfig(Strict):
+    """Where a model attaches in the optimisation: a soft cut score > threshold in ``channels``."""
+
+    use: Literal["cut"] = "cut"
+    channels: tuple[str, ...] = ("signal",)
+    learning_rate: float = Field(0.001, ge=0, description="Adam step of the weights (0: frozen)")
+    threshold: float = Field(0.5, description="initial score threshold")
+    bounds: tuple[float, float] = (0.01, 0.99)
+    scale: float = Field(0.25, gt=0, description="sigmoid width unit of the score cut")
+
+
+OptimiseConfig.model_rebuild()
 
 
 # --------------------------------------------------------------------------------------------- root
@@ -194,8 +243,16 @@ class Config(Strict):
         "relative paths are relative to this config file")
     optimise: OptimiseConfig = OptimiseConfig()
     skim: SkimConfig = SkimConfig()
+    models: dict[str, ModelConfig] = Field(default_factory=dict, description="learned observables (zprime-grad train)")
 
     source: str | None = Field(None, exclude=True, description="the file this config was read from")
+
+    @model_validator(mode="after")
+    def _networks_are_models(self) -> "Config":
+        unknown = sorted(set(self.optimise.networks) - set(self.models))
+        if unknown:
+            raise ValueError(f"optimise.networks {unknown} are not declared under models")
+        return self
 
     def section_hash(self, *sections: str) -> str:
         """A stable hash of the named sections: what a cached stage output is keyed by."""
@@ -234,4 +291,16 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    base = data.pop("extends", None)
+    if base is not None:
+        parent = load_config(path.parent / base).model_dump(mode="json", exclude={"source"})
+        data = _merge(parent, data)
     return parse_config(data, str(path))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``extends``: mappings merge key by key, anything else in ``over`` replaces ``base``."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

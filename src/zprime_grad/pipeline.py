@@ -5,7 +5,9 @@ whose inputs did not change (the generator's files are keyed by their settings, 
 inputs, the optimisation continues a matching checkpoint). ``OUT/skim`` and ``OUT/optimise`` hold
 the intermediate stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the
 workspaces and the plots are the result. The hard-cut validation always runs (it is a few seconds
-of histogram filling and two cabinetry fits per θ).
+of histogram filling and two cabinetry fits per θ). A config with ``optimise.networks`` runs the
+cuts-only chain and then the learned-observable stages (``zprime_grad.learn.stage``: train → optimise
+with the network frozen and fine-tuned → validate), adding their rows to validation.json/report.html.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
 
     out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
+    learned = None
+    if config.optimise.networks:  # learned observables: cuts only first, then zprime_grad.learn.stage
+        from zprime_grad.learn.stage import cuts_only
+
+        learned, config = config, cuts_only(config)
     if fileset is None and config.fileset is not None:  # the config names its inputs: no generation
         fileset = configured_fileset(config)
         if isinstance(fileset, dict):
@@ -72,6 +79,11 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
     # hard cuts at θ* and θ₀ on the held-out (odd) events of the same columns, cabinetry/pyhf, report
     validate(config, params=optimise_dir / "params.json", out=out, columns=skim_dir, executor=executor,
              workers=workers, scheduler=scheduler)
+    if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
+        from zprime_grad.learn.stage import run_learned
+
+        outputs.update(run_learned(learned, out, skim_dir, backend=backend, workers=workers, executor=executor,
+                                   epochs=epochs, progress=progress))
     log.info("run: validate -> %s", out / "validation.json")
     outputs["validation"] = str(out / "validation.json")
     outputs["report"] = str(out / "report.html")

@@ -128,11 +128,64 @@ class CountCut:
 
 
 @dataclass(frozen=True)
+class ScoreCut:
+    """``score > param`` (or ``<``) on a learned per-event score: e.g. a network's signal probability.
+
+    ``network`` is a static description (hashable; ``zprime_grad.learn.mlp.NetworkSpec``) with a ``name``,
+    ``columns()`` (the skim columns it reads) and ``score(weights, columns)``; its trainable weights are
+    not a `Parameter` here but travel in ``params[network.name]`` (a pytree: the optimiser's θ segment,
+    or the weights loaded from disk for the hard-cut validation). A ``params`` without that entry means
+    "no network attached": the cut passes every event (the cuts-only baseline θ₀).
+    Soft: ``sigmoid(slope * (score - t) / scale)``; hard: ``score > t``; same score function for both.
+    """
+
+    name: str
+    network: object
+    direction: str
+    param: str
+    init: float
+    bounds: tuple[float, float]
+    scale: float
+
+    def __post_init__(self):
+        Cut.__post_init__(self)
+
+    @property
+    def column(self) -> str:
+        """A pseudo-column name (for units and messages): the score is computed, not skimmed."""
+        return f"{self.network.name}_score"
+
+    @property
+    def parameter(self) -> Parameter:
+        return Parameter(self.param, float(self.init), tuple(map(float, self.bounds)), float(self.scale))
+
+    def parameters(self) -> list[Parameter]:
+        return [self.parameter]
+
+    def score(self, columns, params):
+        return self.network.score(params[self.network.name], columns)
+
+    def hard(self, columns: Mapping[str, np.ndarray], params: Mapping) -> np.ndarray:
+        n = len(np.asarray(columns[BASELINE]))
+        if self.network.name not in params:
+            return np.ones(n, bool)
+        net = self.network
+        score = net.score_hard if hasattr(net, "score_hard") else net.score
+        x, t = np.asarray(score(params[net.name], columns)), float(params[self.param])
+        return x > t if self.direction == ">" else x < t
+
+    def soft(self, columns, params, slope: float):
+        if self.network.name not in params:
+            return jnp.ones(jnp.shape(columns[BASELINE])[0])
+        return sigmoid_cut(self.score(columns, params), params[self.param], self.scale / slope, _KEEP[self.direction])
+
+
+@dataclass(frozen=True)
 class Channel:
     """A region of the fit: the skim baseline AND all of ``cuts``; ``observable`` is what is binned."""
 
     name: str
-    cuts: tuple[Cut | CountCut, ...]
+    cuts: tuple[Cut | CountCut | ScoreCut, ...]
     observable: str = "mtt"
 
     def parameters(self) -> list[Parameter]:
@@ -177,6 +230,8 @@ def columns_needed(channels: Sequence[Channel]) -> set[str]:
             if isinstance(cut, CountCut):
                 names.add(cut.mask)
                 names.update(c.column for c in cut.cuts)
+            elif isinstance(cut, ScoreCut):
+                names.update(cut.network.columns())
             else:
                 names.add(cut.column)
     return names

@@ -78,3 +78,29 @@ def digest(loaded: Mapping[str, tuple[NetworkSpec, list]]) -> str:
         h.update(repr(spec).encode())
         h.update(np.ascontiguousarray(ravel(params)).tobytes())
     return h.hexdigest()[:16]
+
+
+def validation_networks(config, channels: Sequence[Channel], params) -> tuple[tuple[Channel, ...], dict]:
+    """For the hard-cut validation of an optimisation with networks: the channels with their score cuts
+    and ``{name: weights}`` from the ``networks`` files its ``params.json`` lists (relative to it)."""
+    import json
+
+    base = Path(".")
+    if isinstance(params, (str, Path)):
+        base = Path(params).parent
+        try:
+            params = json.loads(Path(params).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"{params}: cannot read parameters ({err})") from None
+    listed = params.get("networks") or {} if isinstance(params, dict) else {}
+    missing = sorted(set(config.optimise.networks) - set(listed))
+    if missing:
+        raise UserError(f"validate: the parameters list no weights for the networks {missing} of optimise.networks "
+                        "(validate the params.json of an optimisation with these networks)")
+    loaded = {}
+    for name in config.optimise.networks:
+        entry = listed[name]
+        path = Path(entry["file"] if isinstance(entry, dict) else entry)
+        loaded[name] = io.load(path if path.is_absolute() else base / path)[:2]
+    loaded = load_networks(config, loaded)
+    return attach(channels, config, {k: v[0] for k, v in loaded.items()}), {k: v[1] for k, v in loaded.items()}

@@ -126,6 +126,10 @@ class NetworkSpec:
             x = act(x @ layer["w"] + layer["b"])
         return x @ params[-1]["w"] + params[-1]["b"]
 
+    def score_hard(self, params, columns: Mapping) -> np.ndarray:
+        """The same score in NumPy (hard cuts: any number of events, no compilation)."""
+        return score_numpy(self, params, columns)
+
     def score(self, params, columns: Mapping) -> jax.Array:
         """Per event, the probability of the score class: in (0, 1)."""
         z = self.logits(params, self.inputs(columns))
@@ -133,6 +137,36 @@ class NetworkSpec:
             p = jax.nn.sigmoid(z[:, 0])
             return p if self.score_index == 1 else 1.0 - p
         return jax.nn.softmax(z, axis=-1)[:, self.score_index]
+
+
+_NP_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh,
+                   "silu": lambda x: x / (1.0 + np.exp(-x)),
+                   "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))}
+
+
+def score_numpy(spec: NetworkSpec, params, columns: Mapping) -> np.ndarray:
+    """`NetworkSpec.score` in NumPy float64 (the hard-cut validation: no JAX compilation per chunk shape).
+    Agrees with the JAX version to rounding (tested); gelu falls back to JAX."""
+    if spec.activation not in _NP_ACTIVATIONS:
+        return np.asarray(spec.score(params, columns))
+    xs = []
+    for f in spec.features:
+        column, slot = parse_feature(f)
+        x = np.asarray(columns[column], np.float64)
+        xs.append(x[:, slot] if slot is not None else x)
+    x = np.stack(xs, axis=-1)
+    if spec.mean is not None:
+        x = (x - np.asarray(spec.mean)) / np.asarray(spec.std)
+    act = _NP_ACTIVATIONS[spec.activation]
+    for layer in params[:-1]:
+        x = act(x @ np.asarray(layer["w"], np.float64) + np.asarray(layer["b"], np.float64))
+    z = x @ np.asarray(params[-1]["w"], np.float64) + np.asarray(params[-1]["b"], np.float64)
+    if spec.n_outputs == 1:
+        p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # sigmoid without overflow
+        return p if spec.score_index == 1 else 1.0 - p
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e[:, spec.score_index] / e.sum(axis=-1)
 
 
 def ravel(params: Sequence[Mapping]) -> np.ndarray:

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: optimise.epochs")
     p.add_argument("--gradient", choices=("auto", "forward", "reverse"), default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pkl")
+    p.add_argument("--network", action="append", default=[], metavar="NAME=FILE",
+                   help="weights of an optimise.networks model (zprime-grad train); default: models.NAME.init_from")
     p.add_argument("--out", required=True, help="output directory")
     # test hook: SIGKILL this process right after the checkpoint of the given epoch is written
     p.add_argument("--kill-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
@@ -43,9 +45,21 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # coffea schema warnings when skimming from a fileset
         result = optimise(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=args.backend,
                           workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, resume=args.resume,
-                          gradient=args.gradient, on_epoch=on_epoch)
+                          gradient=args.gradient, on_epoch=on_epoch, networks=_networks(args.network))
     print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "
           f"train {result['z_train_final']:.4f}, validation {result['z_valid_final']:.4f} -> {args.out}/params.json")
     for p in result["parameters"]:
         print(f"  {p['name']:20s} {p['init']:10.4g} -> {p['value']:10.4g} {p['unit']}")
     return 0
+
+
+def _networks(pairs) -> dict:
+    from zprime_grad.errors import UserError
+
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--network: expected NAME=FILE, got '{pair}'")
+        out[name] = path
+    return out

@@ -51,7 +51,7 @@ def kernel_inputs(chunk, layout: Layout) -> dict:
 
 
 def _soft_channels(columns, theta: Array, slope, layout: Layout) -> Array:
-    params = {name: theta[i] for i, name in enumerate(layout.param_names)}
+    params = layout.params(theta)
     return jnp.stack([ch.soft_weight(columns, params, slope) for ch in layout.channels])  # [C, N]
 
 
@@ -82,7 +82,7 @@ def histograms(inputs: dict, theta: Array, relax: Relaxation, layout: Layout) ->
         rows = [[yields[h, 0], sumw2[h, 0], *[yields[h, i] for i in range(1, len(weight_names))]] for h in (0, 1)]
         for var in layout.kinematic_variations:
             vcols = {**cols, **inputs["variations"][var]}
-            vsoft = channel.soft_weight(vcols, {n: theta[i] for i, n in enumerate(layout.param_names)}, relax.slope)
+            vsoft = channel.soft_weight(vcols, layout.params(theta), relax.slope)
             vx = jnp.asarray(vcols[channel.observable], float)
             vy, _ = _kde(vx, halves * (w[0] * vsoft)[None, :], layout, relax.bandwidth)  # [2, B]
             rows[0].append(vy[0])

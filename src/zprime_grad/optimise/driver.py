@@ -56,16 +56,23 @@ class Problem:
     optimiser: object
     theta0: np.ndarray
     config_hash: str
+    networks: dict | None = None  # {name: (NetworkSpec, starting weights)} of the attached networks
 
 
-def build_layout(config: Config, descriptions: list[dict]) -> Layout:
+def build_layout(config: Config, descriptions: list[dict], specs: dict | None = None) -> Layout:
+    """``specs``: ``{name: NetworkSpec}`` of the ``optimise.networks`` to attach as score cuts."""
     opt = config.optimise
     window = None
     if opt.kde_method == "local":
         width = (opt.range[1] - opt.range[0]) / opt.bins
         window = kde_window(np.linspace(*opt.range, opt.bins + 1),
                             max(opt.relaxation.bandwidth_start, opt.relaxation.bandwidth_end) * width)
-    return make_layout(descriptions, _processor_channels(config), observable=opt.observable, bins=opt.bins,
+    channels = _processor_channels(config)
+    if opt.networks:
+        from zprime_grad.learn.attach import attach
+
+        channels = attach(channels, config, specs or {})
+    return make_layout(descriptions, channels, observable=opt.observable, bins=opt.bins,
                        value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window)
 
 
@@ -77,19 +84,29 @@ def gradient_mode(requested: str, n_params: int, forward_max: int) -> str:
     return requested
 
 
-def run_hash(config: Config, descriptions: list[dict]) -> str:
-    """What a checkpoint is valid for: the analysis, the result-relevant optimise fields, the chunks."""
+def run_hash(config: Config, descriptions: list[dict], networks: str | None = None) -> str:
+    """What a checkpoint is valid for: the analysis, the result-relevant optimise fields, the chunks
+    (and the starting weights of attached networks)."""
     chunks = sorted((tuple(d["key"]), d["n_events"], d["process"]) for d in descriptions)
+    excluded = RUN_FIELDS_EXCLUDED | ({"networks"} if not config.optimise.networks else set())
     payload = {"analysis": config.analysis.model_dump(mode="json"),
-               "optimise": config.optimise.model_dump(mode="json", exclude=RUN_FIELDS_EXCLUDED),
+               "optimise": config.optimise.model_dump(mode="json", exclude=excluded),
                "chunks": chunks}
+    if networks is not None:
+        payload["networks"] = networks
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_problem(config: Config, backend, gradient: str | None = None) -> Problem:
+def build_problem(config: Config, backend, gradient: str | None = None, networks=None) -> Problem:
+    """``networks``: ``{name: file or (spec, params)}`` for ``optimise.networks`` (default: ``init_from``)."""
     opt = config.optimise
     descriptions = backend.descriptions()
-    layout = build_layout(config, descriptions)
+    loaded = None
+    if opt.networks:
+        from zprime_grad.learn.attach import load_networks
+
+        loaded = load_networks(config, networks)
+    layout = build_layout(config, descriptions, {k: v[0] for k, v in (loaded or {}).items()})
     settings = ModelSettings.from_config(config)
     params = parameter_table(layout)
     unknown = sorted(set(opt.learning_rates) - set(layout.param_names))
@@ -99,17 +116,28 @@ def build_problem(config: Config, backend, gradient: str | None = None) -> Probl
     schedule = relaxation_schedule((rel.slope_start, rel.slope_end), (rel.bandwidth_start, rel.bandwidth_end),
                                    rel.anneal_epochs)
     theta0 = np.array([p.init for p in params], float)
+    rates = [opt.learning_rates.get(p.name, opt.learning_rate) for p in params]
+    for name, where in layout.network_slices().items():
+        from zprime_grad.learn.mlp import ravel
+
+        theta0[where] = ravel(loaded[name][1])
+        rates[where] = [opt.networks[name].learning_rate] * (where.stop - where.start)
     mode = gradient_mode(gradient or opt.gradient, len(params), opt.forward_max_params)
     start = backend.map_reduce(first_round(mode), layout=layout, theta=theta0, relax=tuple(schedule(0)))
     check_reduced(start, layout)
     objective = Objective(opt.objective, layout, settings, start["train"])
-    optimiser = make_optimiser([p.scale for p in params], [opt.learning_rates.get(p.name, opt.learning_rate) for p in params])
+    optimiser = make_optimiser([p.scale for p in params], rates)
     loop = LoopSettings(lower=np.array([p.bounds[0] for p in params], float),
                         upper=np.array([p.bounds[1] for p in params], float), patience=opt.patience,
                         min_delta=opt.min_delta, lr_shrink=opt.lr_shrink, max_rejections=opt.max_rejections,
                         anneal_epochs=rel.anneal_epochs)
+    digest = None
+    if loaded:
+        from zprime_grad.learn.attach import digest as network_digest
+
+        digest = network_digest(loaded)
     return Problem(layout, settings, objective, mode, schedule, loop, optimiser, theta0,
-                   run_hash(config, descriptions))
+                   run_hash(config, descriptions, digest), loaded)
 
 
 def first_round(mode: str):
@@ -157,35 +185,72 @@ class Evaluator:
 
 
 # -------------------------------------------------------------------------------------------- outputs
+def _cut_entries(problem: Problem, history: list[dict]) -> list[dict]:
+    """Per-epoch entries with θ and ∇ of the cut thresholds only; the networks' part as a gradient norm."""
+    layout = problem.layout
+    k = layout.n_cut_params
+    if not layout.networks:
+        return history
+    out = []
+    for e in history:
+        e = dict(e)
+        grad = e.get("grad")
+        e["theta"] = e["theta"][:k]
+        if grad is not None:
+            e["grad"] = grad[:k]
+            e["grad_norm_networks"] = {n: float(np.linalg.norm(grad[s])) for n, s in layout.network_slices().items()}
+        out.append(e)
+    return out
+
+
 def history_payload(problem: Problem, state: LoopState, backend) -> dict:
+    k = problem.layout.n_cut_params
     return {"objective": problem.objective.kind, "gradient_mode": problem.mode, "backend": backend.name,
-            "config_hash": problem.config_hash, "parameters": list(problem.layout.param_names),
+            "config_hash": problem.config_hash, "parameters": list(problem.layout.param_names[:k]),
+            "networks": {net.name: net.n_params for net in problem.layout.networks},
             "processes": list(problem.layout.processes), "channels": list(problem.layout.channel_names),
             "templates": list(problem.layout.templates), "edges": list(problem.layout.edges),
-            "stopped": state.stopped, "best_epoch": state.best_epoch, "epochs": state.history}
+            "stopped": state.stopped, "best_epoch": state.best_epoch, "epochs": _cut_entries(problem, state.history)}
 
 
 def params_payload(problem: Problem, state: LoopState, final: dict) -> dict:
     units = parameter_units(problem.layout)
-    table = parameter_table(problem.layout)
-    return {"objective": problem.objective.kind, "epochs_run": state.epoch, "stopped": state.stopped,
-            **final,
-            "parameters": [{"name": p.name, "value": float(v), "init": p.init, "unit": units.get(p.name, ""),
-                            "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, state.theta)],
-            "best": {"epoch": state.best_epoch, "z_train": state.best_value,
-                     "theta": None if state.best_theta is None else dict(zip(problem.layout.param_names,
-                                                                             map(float, state.best_theta)))}}
+    k = problem.layout.n_cut_params
+    table = parameter_table(problem.layout)[:k]
+    payload = {"objective": problem.objective.kind, "epochs_run": state.epoch, "stopped": state.stopped,
+               **final,
+               "parameters": [{"name": p.name, "value": float(v), "init": p.init, "unit": units.get(p.name, ""),
+                               "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, state.theta)],
+               "best": {"epoch": state.best_epoch, "z_train": state.best_value,
+                        "theta": None if state.best_theta is None else dict(zip(problem.layout.param_names[:k],
+                                                                                map(float, state.best_theta)))}}
+    if problem.layout.networks:
+        payload["networks"] = {net.name: {"file": f"networks/{net.name}.npz", "n_params": net.n_params}
+                               for net in problem.layout.networks}
+    return payload
+
+
+def save_networks(out: Path, problem: Problem, theta: np.ndarray) -> None:
+    """``OUT/networks/<name>.npz``: the weights at θ (the format of ``zprime_grad.learn.io``)."""
+    from zprime_grad.learn import io
+
+    for net in problem.layout.networks:
+        where = problem.layout.network_slices()[net.name]
+        io.save(out / "networks" / f"{net.name}.npz", net, net.unravel(np.asarray(theta, float)[where]),
+                meta={"source": "zprime-grad optimise", "config_hash": problem.config_hash})
 
 
 def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | None = None,
              workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
              resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
-             on_epoch: Callable[[LoopState], None] | None = None) -> dict:
+             on_epoch: Callable[[LoopState], None] | None = None, networks=None) -> dict:
     """Run (or resume) the optimisation; returns the ``params.json`` payload.
 
     ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
     another config); ``"auto"`` continues from it only if it matches this config and these columns,
     and otherwise starts afresh (what ``zprime-grad run`` does after a config change).
+    ``networks``: ``{name: network file or (spec, params)}`` for ``optimise.networks`` (default: each
+    model's ``init_from``); the optimised weights are written to ``OUT/networks/<name>.npz``.
     """
     from zprime_grad.optimise.sources import open_backend
 
@@ -196,7 +261,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     be = open_backend(config, backend=backend or opt.backend, columns=columns, fileset=fileset, client=client,
                       workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
     try:
-        problem = build_problem(config, be, gradient)
+        problem = build_problem(config, be, gradient, networks)
         if resume == "auto":
             resume = checkpoint.compatible(out, problem.config_hash)
         state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
@@ -224,6 +289,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
         final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
                  "relaxation_final": dict(final_relax._asdict())}
         atomic.write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
+        save_networks(out, problem, state.theta)
         atomic.write_json(out / "optimisation.json", history_payload(problem, state, be))
         payload = params_payload(problem, state, final)
         atomic.write_json(out / "params.json", payload)

@@ -39,6 +39,28 @@ class Layout:
     columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable, parity)
     kde_method: str = "dense"
     kde_window: int | None = None  # static window of the "local" KDE (for the widest bandwidth)
+    networks: tuple = ()  # learned scores the channels cut on (NetworkSpec); their weights end θ
+
+    @property
+    def n_cut_params(self) -> int:
+        """θ = the cut thresholds (``param_names[:n_cut_params]``), then each network's flat weights."""
+        return len(self.param_names) - sum(net.n_params for net in self.networks)
+
+    def params(self, theta) -> dict:
+        """θ (flat, NumPy or traced) → ``{threshold name: value, network name: weight pytree}``."""
+        k = self.n_cut_params
+        out = {name: theta[i] for i, name in enumerate(self.param_names[:k])}
+        for net in self.networks:
+            out[net.name] = net.unravel(theta[k: k + net.n_params])
+            k += net.n_params
+        return out
+
+    def network_slices(self) -> dict[str, slice]:
+        k, out = self.n_cut_params, {}
+        for net in self.networks:
+            out[net.name] = slice(k, k + net.n_params)
+            k += net.n_params
+        return out
 
     @property
     def templates(self) -> tuple[str, ...]:
@@ -78,7 +100,7 @@ def chunk_description(chunk) -> dict:
     return {"process": chunk.process, "is_data": bool(chunk.is_data), "length": int(chunk.length),
             "n_events": int(chunk.n_events), "key": [str(k) for k in chunk.key],
             "weights": sorted(chunk.weights), "variations": sorted(chunk.variations),
-            "columns": sorted(chunk.columns)}
+            "columns": sorted(chunk.columns), "shapes": {k: list(v.shape) for k, v in chunk.columns.items()}}
 
 
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
@@ -94,6 +116,10 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
             raise UserError(f"optimise: chunk {d['key']} has weights/variations {d['weights']}/{d['variations']}, "
                             f"others have {sorted(weights)}/{sorted(variations)}: skim them with one processor")
     needed = columns_needed(channels) | {PARITY}
+    for net in network_specs(channels):
+        from zprime_grad.learn.mlp import check_features
+
+        check_features(net, set(mc[0]["columns"]), mc[0].get("shapes"))
     missing = sorted(needed - set(mc[0]["columns"]))
     if missing:
         raise UserError(f"optimise: the skimmed columns lack {missing} (needed by the channels / observable)")
@@ -101,6 +127,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         raise UserError("optimise: the chunks have no 'nominal' weight")
     if observable is not None:  # one observable for every channel; None: each channel's own
         channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
+    networks = network_specs(channels)
     edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     return Layout(
         channels=channels,
@@ -108,17 +135,33 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         weight_variations=tuple(sorted(weights - {NOMINAL})),
         kinematic_variations=tuple(sorted(variations)),
         edges=edges,
-        param_names=tuple(sorted(parameters(channels))),
+        param_names=(*sorted(parameters(channels)), *(n for net in networks for n in net.param_names())),
         columns=tuple(sorted(needed | {c.observable for c in channels})),
         kde_method=kde_method,
         kde_window=kde_window,
+        networks=networks,
     )
+
+
+def network_specs(channels: Sequence[Channel]) -> tuple:
+    """The networks the channels' score cuts use, once each, in order of first use."""
+    found: dict = {}
+    for channel in channels:
+        for cut in channel.cuts:
+            net = getattr(cut, "network", None)
+            if net is None:
+                continue
+            if net.name in found and found[net.name] != net:
+                raise UserError(f"optimise: two different networks are both called '{net.name}'")
+            found[net.name] = net
+    return tuple(found.values())
 
 
 def parameter_table(layout: Layout) -> list[Parameter]:
     """The declared parameters in θ's order (name, init, bounds, scale)."""
     found = parameters(layout.channels)
-    return [found[n] for n in layout.param_names]
+    free = (-float("inf"), float("inf"))  # network weights: unbounded, unit scale, init from the network
+    return [found[n] if n in found else Parameter(n, 0.0, free, 1.0) for n in layout.param_names]
 
 
 _GEV_HINTS = ("pt", "ht", "met", "mass", "mtt", "energy", "st")
@@ -137,3 +180,4 @@ def _all_cuts(channels: Iterable[Channel]):
     for channel in channels:
         for cut in channel.cuts:
             yield from getattr(cut, "cuts", (cut,))
+

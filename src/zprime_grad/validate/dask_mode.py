@@ -68,7 +68,7 @@ def fill_with_dask_awkward(fileset: dict, analysis, binning: Binning, thetas: Ma
     import hist.dask
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
-    thetas = {k: {p: float(v) for p, v in t.items()} for k, t in thetas.items()}
+    thetas = {k: {p: v if isinstance(v, (list, dict)) else float(v) for p, v in t.items()} for k, t in thetas.items()}
     processes = sorted({DATA if e["metadata"].get("is_data") else e["metadata"].get("process", d)
                         for d, e in fileset.items()})
     codes = {"label": list(thetas), "channel": [c.name for c in binning.channels], "process": processes,

@@ -131,9 +131,16 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = make_processor(config, skim_options(config))
-    theta_opt, payload = load_params(params, analysis.parameters())
-    thetas = {"baseline": analysis.initial_params(), "optimised": theta_opt}
-    binning = Binning.from_config(analysis.channels, config)
+    channels, declared, networks = analysis.channels, analysis.parameters(), {}
+    if config.optimise.networks:  # score cuts of learned networks: weights from the files params.json lists
+        from zprime_grad.learn.attach import validation_networks
+        from zprime_grad.selection import parameters
+
+        channels, networks = validation_networks(config, analysis.channels, params)
+        declared = parameters(channels)
+    theta_opt, payload = load_params(params, declared)
+    thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
+    binning = Binning.from_config(channels, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
         hists, checked, used = fill_histograms(config, analysis, binning, thetas, columns=columns, fileset=fileset,
@@ -153,7 +160,9 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
             variations = sorted({v for hh in hists.values() for v in variation_names(hh)})
             model_spec = optimiser_model_spec(hists[label], binning, processes, variations, settings)
             save_json(out / f"workspace_{label}_optimiser_model.json", model_spec)
-            results[label] = {"params": thetas[label], "Z_hard": z["Z"], "p0_hard": z["p0"],
+            results[label] = {"params": {k: v for k, v in thetas[label].items() if k not in networks},
+                              **({"networks": sorted(networks)} if networks and label == "optimised" else {}),
+                              "Z_hard": z["Z"], "p0_hard": z["p0"],
                               "Z_hard_optimiser_model": None if measure else expected_significance(model_spec)["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
                               "fit": mle_fit(spec), "yields": yields(hists[label], channels, [*processes, DATA])}

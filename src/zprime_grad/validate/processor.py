@@ -20,7 +20,9 @@ class ValidationProcessor(processor.ProcessorABC):
     def __init__(self, analysis, binning: Binning, thetas: Mapping[str, Mapping[str, float]]):
         self.analysis = analysis
         self.binning = binning
-        self.thetas = {label: {k: float(v) for k, v in theta.items()} for label, theta in thetas.items()}
+        # thresholds as floats; a network's weights (a pytree, under its name) as given
+        self.thetas = {label: {k: v if isinstance(v, (list, dict)) else float(v) for k, v in theta.items()}
+                       for label, theta in thetas.items()}
 
     def check_branches(self, branches, filename, *, is_data):
         check = getattr(self.analysis, "check_branches", None)

@@ -1,0 +1,44 @@
+"""``zprime-grad train``: pre-train the config's models (class-balanced cross-entropy on the even events)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+
+from zprime_grad.cli import add_config_argument
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="pre-train the learned observables (models:) on the skimmed columns",
+                              description=__doc__.splitlines()[0])
+    add_config_argument(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
+    source.add_argument("--fileset", help="a coffea fileset JSON: skim it first")
+    p.add_argument("--model", action="append", help="train only this model (repeatable; default: all)")
+    p.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
+    p.add_argument("--retrain", action="store_true", help="train even if OUT holds a network of the same inputs")
+    p.add_argument("--out", required=True, help="output directory: OUT/<model>.npz, OUT/train.json, OUT/plots/")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zprime_grad.config import load_config
+    from zprime_grad.errors import UserError
+    from zprime_grad.learn.train import train_models
+
+    config = load_config(args.config)
+    if not config.models:
+        raise UserError(f"{config.source}: the config declares no models to train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = train_models(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=args.backend,
+                             workers=args.workers, names=args.model, reuse=not args.retrain)
+    summaries = json.loads((__import__("pathlib").Path(args.out) / "train.json").read_text())["models"]
+    for name, path in paths.items():
+        s = summaries[name]
+        print(f"zprime-grad train: {name}: {s['n_params']} parameters, {s['epochs_run']} epochs (best {s['best_epoch']}), "
+              f"held-out loss {s['loss_initial']['loss_heldout']:.4f} -> {s['loss_best']['loss_heldout']:.4f} -> {path}")
+    return 0

@@ -1,0 +1,109 @@
+"""The ``zprime-grad run`` stages of a config with ``optimise.networks``: train → optimise ×2 → validate ×2.
+
+`zprime_grad.pipeline.run_chain` runs the cuts-only analysis (`cuts_only`: the same config without
+networks) exactly as for the default config — ``OUT/optimise``, ``OUT/validation.json`` — and then
+`run_learned`:
+
+1. ``OUT/train``: pre-train every model (`learn.train.train_models`; reused when unchanged);
+2. ``OUT/optimise_pretrained``: the cuts + the score threshold optimised with the network's weights
+   frozen (learning rate 0): what the pre-trained network brings;
+3. ``OUT/optimise_finetuned``: the weights fine-tuned together with the thresholds (reverse mode);
+4. ``OUT/validate_{pretrained,finetuned}``: each validated like the cuts with hard cuts (score > t with
+   the same weights) on the held-out (odd) events in cabinetry/pyhf;
+5. ``OUT/validation.json`` gains ``"learned"``: one row per analysis (baseline θ₀, cuts only,
+   pre-trained network + cuts, fine-tuned network + cuts) with the held-out hard-cut Z₀, and the
+   training summary; ``OUT/report.html`` shows the table and the loss curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from zprime_grad import atomic
+from zprime_grad.config import Config, parse_config
+
+log = logging.getLogger(__name__)
+VARIANTS = {"pretrained": "pre-trained network + cuts (weights frozen)",
+            "finetuned": "fine-tuned network + cuts"}
+
+
+def _with_optimise(config: Config, label: str, **changes) -> Config:
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["optimise"].update(changes)
+    return parse_config(data, f"{config.source} ({label})")
+
+
+def cuts_only(config: Config) -> Config:
+    """The same analysis without networks (the comparison every learned result is measured against)."""
+    return _with_optimise(config, "cuts only", networks={})
+
+
+def frozen(config: Config) -> Config:
+    """The networks attached with learning rate 0: the pre-trained weights stay as they are."""
+    nets = {k: {**v.model_dump(mode="json"), "learning_rate": 0.0} for k, v in config.optimise.networks.items()}
+    return _with_optimise(config, "network frozen", networks=nets)
+
+
+def _row(label: str, key: str, result: dict, *, network_params: int, trainable: int, params_file=None) -> dict:
+    return {"key": key, "label": label, "Z_hard": result.get("Z_hard"), "Z_soft": result.get("Z_soft"),
+            "Z_hard_optimiser_model": result.get("Z_hard_optimiser_model"), "params": result.get("params"),
+            "mu_hat": (result.get("fit") or {}).get("mu_hat"), "network_parameters": network_params,
+            "trainable_network_parameters": trainable, "params_file": params_file}
+
+
+def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, workers=None, client=None,
+                executor=None, epochs=None, progress: bool = False) -> dict:
+    """Stages 1–5 above (the cuts-only validation must already be in ``OUT/validation.json``)."""
+    from zprime_grad.learn.train import train_models
+    from zprime_grad.optimise.driver import optimise
+    from zprime_grad.validate.driver import validate
+    from zprime_grad.validate.report import write_report
+
+    out = Path(out)
+    outputs = {}
+    paths = train_models(config, out=out / "train", columns=skim_dir, backend=backend, workers=workers,
+                         client=client, names=sorted(config.optimise.networks), progress=progress)
+    outputs["train"] = str(out / "train")
+    summary = json.loads((out / "validation.json").read_text())
+    n_params = {}
+    rows = [_row("reference cuts θ₀", "baseline", summary["baseline"], network_params=0, trainable=0),
+            _row("cuts only (optimised)", "cuts_only", summary["optimised"], network_params=0, trainable=0,
+                 params_file="optimise/params.json")]
+    extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
+    for key, variant in (("pretrained", frozen(config)), ("finetuned", config)):
+        opt_dir = out / f"optimise_{key}"
+        result = optimise(variant, out=opt_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
+                          client=client, networks=paths, **extra)
+        n_params = {k: v["n_params"] for k, v in result.get("networks", {}).items()}
+        log.info("run: optimise (%s) -> %s", key, opt_dir)
+        checked = validate(variant, params=opt_dir / "params.json", out=out / f"validate_{key}", columns=skim_dir,
+                           executor=executor, workers=workers, client=client, plots=False)
+        trainable = sum(n_params.values()) if key == "finetuned" else 0
+        rows.append(_row(VARIANTS[key], key, checked["optimised"], network_params=sum(n_params.values()),
+                         trainable=trainable, params_file=f"optimise_{key}/params.json"))
+        outputs[f"optimise_{key}"] = str(opt_dir)
+        outputs[f"validate_{key}"] = str(out / f"validate_{key}")
+    training = json.loads((out / "train" / "train.json").read_text())["models"]
+    by_key = {r["key"]: r for r in rows}
+    cuts, tuned = by_key["cuts_only"]["Z_hard"], by_key["finetuned"]["Z_hard"]
+    summary["learned"] = {
+        "rows": rows, "heldout": "odd events, hard cuts, cabinetry/pyhf expected discovery Z0 (Asimov)",
+        "networks": {name: {"n_params": n_params.get(name), "file": f"train/{name}.npz",
+                            "use": config.optimise.networks[name].model_dump(mode="json"),
+                            "training": {k: training[name][k] for k in ("events", "best_epoch", "epochs_run", "stopped",
+                                                                        "loss_initial", "loss_best", "class_scale")}}
+                     for name in config.optimise.networks},
+        "finetuned_over_cuts_only": (tuned / cuts) if cuts and tuned is not None else None,
+    }
+    plots = summary.setdefault("outputs", {}).setdefault("plots", [])
+    for name in config.optimise.networks:
+        rel = f"train/plots/training_{name}.png"
+        if (out / rel).exists() and rel not in plots:
+            plots.append(rel)
+    if "report" in summary["outputs"]:
+        summary["outputs"]["report"] = write_report(out, summary)
+    atomic.write_json(out / "validation.json", summary)
+    log.info("run: held-out hard-cut Z0: %s", ", ".join(f"{r['key']} {r['Z_hard']}" for r in rows))
+    return outputs
