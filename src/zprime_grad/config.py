@@ -180,6 +180,44 @@ class OptimiseConfig(Strict):
         return self
 
 
+# --------------------------------------------------------------------------------------------- cluster
+class AdaptConfig(Strict):
+    """Adaptive scaling of a dask-gateway cluster."""
+
+    minimum: int = Field(0, ge=0)
+    maximum: int = Field(4, gt=0)
+
+
+class GatewayConfig(Strict):
+    """A dask-gateway server (a facility's, or a test's local one). Secrets never live in the config."""
+
+    address: str | None = Field(None, description="http(s):// URL of the gateway; None: dask config gateway.address")
+    proxy_address: str | None = Field(None, description="tcp:// scheduler proxy, when not on the gateway's port")
+    auth: Literal["default", "basic", "kerberos", "jupyterhub"] = Field(
+        "default", description="default: the dask config's gateway.auth.type")
+    username: str | None = Field(None, description="basic auth user (default: the login name)")
+    password_env: str = Field("DASK_GATEWAY_PASSWORD", description="environment variable holding the basic password")
+    cluster_name: str | None = Field(None, description="connect to this running cluster instead of starting one")
+    options: dict[str, Any] = Field(default_factory=dict, description="cluster options (gateway.cluster_options())")
+    workers: int | None = Field(None, gt=0, description="scale to this many workers (default: cluster.workers)")
+    adapt: AdaptConfig | None = Field(None, description="adaptive scaling instead of a fixed scale")
+    shutdown: bool = Field(True, description="shut down a cluster this run started when it ends")
+
+
+class ClusterConfig(Strict):
+    """Where every Dask stage (skim, optimise, validate, run) runs: one section, one ``connect``."""
+
+    kind: Literal["local", "scheduler", "gateway"] = Field(
+        "local", description="local: a LocalCluster on 127.0.0.1; scheduler: address; gateway: dask-gateway")
+    address: str | None = Field(None, description="tcp://host:8786, tls://host:8786 or gateway://host:port")
+    workers: int = Field(2, gt=0, description="LocalCluster workers; the default gateway scale")
+    tls: TLSConfig = Field(TLSConfig(), description="client certificates for a tls:// scheduler")
+    gateway: GatewayConfig = GatewayConfig()
+    timeout_s: float = Field(30.0, gt=0, description="connecting to the scheduler")
+    wait_workers_s: float = Field(180.0, gt=0, description="waiting for the first (or the scaled) workers")
+    check_versions: bool = Field(True, description="fail if workers run other zprime_grad/jax/coffea/dask versions")
+
+
 # --------------------------------------------------------------------------------------------- models
 class ModelTrainConfig(Strict):
     """Pre-training (zprime-grad train): weighted cross-entropy on the even events, full batch, Adam."""
@@ -244,6 +282,7 @@ class Config(Strict):
     optimise: OptimiseConfig = OptimiseConfig()
     skim: SkimConfig = SkimConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="learned observables (zprime-grad train)")
+    cluster: ClusterConfig = ClusterConfig()
 
     source: str | None = Field(None, exclude=True, description="the file this config was read from")
 

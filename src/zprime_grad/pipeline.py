@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--fileset", help="skip generation: skim this coffea fileset JSON (default: the config's fileset)")
     p.add_argument("--backend", choices=("local", "dask"), help="optimisation backend (default: config)")
     p.add_argument("--workers", type=int, help="worker processes for every stage")
-    p.add_argument("--scheduler", help="Dask scheduler address (tcp:// or tls://) for skim and optimise")
+    p.add_argument("--scheduler", help="Dask cluster for every stage: tcp://, tls:// (cluster.tls) or gateway://host:port")
     p.add_argument("--epochs", type=int, help="optimisation epochs (default: config)")
     p.add_argument("--out", default="outputs", help="output directory")
     p.set_defaults(func=run)
@@ -40,6 +41,7 @@ def register(subparsers) -> None:
 def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, workers=None, scheduler=None,
               epochs=None, progress: bool = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``."""
+    from zprime_grad.cluster import connect, resolve
     from zprime_grad.generate import generate_dataset
     from zprime_grad.optimise.driver import optimise
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
@@ -62,28 +64,34 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         log.info("run: generate -> %s", fileset)
     outputs["fileset"] = str(fileset)
 
-    # the skim is written to disk (cached); the optimisation reads the columns from there
-    executor = "dask" if backend == "dask" or scheduler else None
-    options = skim_options(config, executor=executor, workers=workers, scheduler=scheduler)
-    skim_dir = out / "skim"
-    _, reused = skim_to_directory(config, fileset, skim_dir, options)
-    log.info("run: skim -> %s%s", skim_dir, " (reused)" if reused else "")
-    outputs["skim"] = str(skim_dir)
+    # one cluster for every stage (a remote scheduler or gateway implies the dask backend)
+    settings = resolve(config, scheduler=scheduler, workers=workers)
+    if settings.kind != "local" and backend is None:
+        backend = "dask"
+    executor = "dask" if backend == "dask" or settings.kind != "local" else None
+    with connect(settings) if executor else nullcontext((None, None)) as (client, _):
+        # the skim is written to disk (cached); the optimisation reads the columns from there
+        options = skim_options(config, executor=executor, workers=workers, scheduler=scheduler)
+        skim_dir = out / "skim"
+        _, reused = skim_to_directory(config, fileset, skim_dir, options, client=client)
+        log.info("run: skim -> %s%s", skim_dir, " (reused)" if reused else "")
+        outputs["skim"] = str(skim_dir)
 
-    optimise_dir = out / "optimise"
-    extra = {k: v for k, v in {"workers": workers, "scheduler": scheduler, "epochs": epochs}.items() if v is not None}
-    optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress, **extra)
-    log.info("run: optimise -> %s", optimise_dir)
-    outputs["optimise"] = str(optimise_dir)
+        optimise_dir = out / "optimise"
+        extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
+        optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
+                 client=client, **extra)
+        log.info("run: optimise -> %s", optimise_dir)
+        outputs["optimise"] = str(optimise_dir)
 
-    # hard cuts at θ* and θ₀ on the held-out (odd) events of the same columns, cabinetry/pyhf, report
-    validate(config, params=optimise_dir / "params.json", out=out, columns=skim_dir, executor=executor,
-             workers=workers, scheduler=scheduler)
-    if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
-        from zprime_grad.learn.stage import run_learned
+        # hard cuts at θ* and θ₀ on the held-out (odd) events of the same columns, cabinetry/pyhf, report
+        validate(config, params=optimise_dir / "params.json", out=out, columns=skim_dir, executor=executor,
+                 workers=workers, client=client)
+        if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
+            from zprime_grad.learn.stage import run_learned
 
-        outputs.update(run_learned(learned, out, skim_dir, backend=backend, workers=workers, executor=executor,
-                                   epochs=epochs, progress=progress))
+            outputs.update(run_learned(learned, out, skim_dir, backend=backend, workers=workers, client=client,
+                                       executor=executor, epochs=epochs, progress=progress))
     log.info("run: validate -> %s", out / "validation.json")
     outputs["validation"] = str(out / "validation.json")
     outputs["report"] = str(out / "report.html")

@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from zprime_grad.errors import UserError
 from zprime_grad.optimise.layout import chunk_description
 
 log = logging.getLogger(__name__)
@@ -127,33 +126,8 @@ class DaskBackend:
 
 # ----------------------------------------------------------------------------------------- clients
 def connect(*, workers: int = 2, scheduler: str | None = None, tls=None):
-    """``(client, owned_cluster)``: a scheduler address (tcp://, tls:// with certificates, gateway://…)
-    or a LocalCluster of ``workers`` single-threaded processes on 127.0.0.1."""
-    from distributed import Client, LocalCluster
+    """``(client, owned)`` for a scheduler address or a LocalCluster; see `zprime_grad.cluster`."""
+    from zprime_grad.cluster import open_cluster, resolve
 
-    if scheduler and scheduler.startswith("gateway://"):
-        try:
-            from dask_gateway import Gateway
-        except ImportError:
-            raise UserError("optimise.scheduler: gateway:// needs the dask-gateway package, which is not installed") from None
-        gateway = Gateway("https://" + scheduler[len("gateway://"):])
-        cluster = gateway.new_cluster()
-        cluster.scale(workers)
-        return cluster.get_client(), cluster
-    if scheduler:
-        security = None
-        if scheduler.startswith("tls://"):
-            from distributed.security import Security
-
-            if tls is None or not (tls.ca_file and tls.cert and tls.key):
-                raise UserError("optimise.tls: a tls:// scheduler needs ca_file, cert and key in the config")
-            security = Security(tls_ca_file=tls.ca_file, tls_client_cert=tls.cert, tls_client_key=tls.key,
-                                require_encryption=True)
-        try:
-            return Client(scheduler, security=security, timeout="30s"), None
-        except (OSError, TimeoutError) as err:
-            raise UserError(f"cannot connect to Dask scheduler {scheduler}: {err}") from None
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
-    return Client(cluster), cluster
+    settings = resolve(None, scheduler=scheduler, workers=workers)
+    return open_cluster(settings if tls is None else settings.model_copy(update={"tls": tls}))

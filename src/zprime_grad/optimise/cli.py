@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
     from zprime_grad.optimise.driver import optimise
 
+    from zprime_grad.cluster import remote
+
     config = load_config(args.config)
+    backend = args.backend or ("dask" if remote(config, args.scheduler) else None)
     on_epoch = None
     if args.kill_after_epoch is not None:
         def on_epoch(state):
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 os.kill(os.getpid(), signal.SIGKILL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema warnings when skimming from a fileset
-        result = optimise(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=args.backend,
+        result = optimise(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=backend,
                           workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, resume=args.resume,
                           gradient=args.gradient, on_epoch=on_epoch, networks=_networks(args.network))
     print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "

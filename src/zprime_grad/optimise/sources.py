@@ -12,7 +12,7 @@ from pathlib import Path
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
-from zprime_grad.optimise.backends import DaskBackend, LocalBackend, connect
+from zprime_grad.optimise.backends import DaskBackend, LocalBackend
 
 
 def load_chunk(path: str) -> ColumnChunk:
@@ -54,7 +54,9 @@ def dask_backend(config, *, columns=None, fileset=None, client=None, workers: in
                  scheduler: str | None = None, fan_in: int = 8) -> DaskBackend:
     owned = None
     if client is None:
-        client, owned = connect(workers=workers, scheduler=scheduler, tls=config.optimise.tls)
+        from zprime_grad.cluster import open_cluster, resolve
+
+        client, owned = open_cluster(resolve(config, scheduler=scheduler, workers=workers))
     try:
         if columns is not None:
             futures = client.map(load_chunk, chunk_paths(columns), pure=False)

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--fileset", required=True, help="coffea fileset JSON (e.g. data/generated/fileset.json)")
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None)
     p.add_argument("--workers", type=int, default=None, help="processes (futures) or LocalCluster workers (dask)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786, tls://...)")
+    p.add_argument("--scheduler", default=None, help="Dask cluster: tcp://host:8786, tls://... (cluster.tls) or gateway://host:port")
     p.add_argument("--chunksize", type=int, default=None, help="entries per chunk")
     p.add_argument("--skip-bad-files", action="store_true", default=None,
                    help="skip unreadable input files (listed in skim.json) instead of failing")
@@ -27,8 +27,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
 
+    from zprime_grad.cluster import remote
+
     config = load_config(args.config)
-    options = skim_options(config, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+    executor = args.executor or ("dask" if remote(config, args.scheduler) else None)
+    options = skim_options(config, executor=executor, workers=args.workers, scheduler=args.scheduler,
                            chunksize=args.chunksize, skip_bad_files=args.skip_bad_files)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea's per-chunk schema warnings; errors still raise

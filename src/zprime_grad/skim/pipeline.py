@@ -61,7 +61,7 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None) -> Sk
         return result
     owned_client, owned_cluster = client is None, None
     if client is None:
-        client, owned_cluster = connect(options)
+        client, owned_cluster = connect(options, config)
     try:
         result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
                           retries=options.retries)
@@ -75,19 +75,12 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None) -> Sk
     return result
 
 
-def connect(options: SkimConfig):
-    """A client for ``options.scheduler``, or a LocalCluster of ``workers`` processes on 127.0.0.1."""
-    from distributed import Client, LocalCluster
+def connect(options: SkimConfig, config: Config | None = None):
+    """``(client, owned)`` for ``options.scheduler`` / the config's ``cluster`` section, or a LocalCluster
+    of ``options.workers`` processes on 127.0.0.1 (`zprime_grad.cluster`)."""
+    from zprime_grad.cluster import open_cluster, resolve
 
-    if options.scheduler:
-        try:
-            return Client(options.scheduler, timeout="30s"), None
-        except (OSError, TimeoutError) as err:
-            raise UserError(f"cannot connect to Dask scheduler {options.scheduler}: {err}") from None
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL)
-    return Client(cluster), cluster
+    return open_cluster(resolve(config, scheduler=options.scheduler, workers=options.workers))
 
 
 def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float) -> dict:
@@ -97,7 +90,7 @@ def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float
             "lumi_pb": config.analysis.lumi_pb, "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
 
 
-def skim_to_directory(config: Config, fileset, out, options: SkimConfig) -> tuple[dict, bool]:
+def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None) -> tuple[dict, bool]:
     """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
     out = Path(out)
     inputs = load_fileset(fileset)
@@ -110,7 +103,7 @@ def skim_to_directory(config: Config, fileset, out, options: SkimConfig) -> tupl
     start = time.perf_counter()
     tmp = store.fresh_columns_dir(out)
     try:
-        result = run_skim(config, inputs, options)
+        result = run_skim(config, inputs, options, client=client)
         try:
             if isinstance(result, ResidentChunks):
                 written = result.write(str(tmp))

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None,
                    help="coffea executor for --fileset (default: skim.executor)")
     p.add_argument("--workers", type=int, default=None, help="processes (futures) or LocalCluster workers (dask)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address for --executor dask")
+    p.add_argument("--scheduler", default=None, help="Dask cluster (tcp://, tls://, gateway://) for --fileset; implies --executor dask")
     p.add_argument("--chunksize", type=int, default=None, help="entries per coffea chunk (default: skim.chunksize)")
     p.add_argument("--mode", choices=("runner", "dask-awkward"), default="runner",
                    help="coffea Runner (default) or NanoEvents dask mode + dask-histogram (on the dask client)")
@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
     from zprime_grad.validate.driver import validate
 
+    from zprime_grad.cluster import remote
+
     config = load_config(args.config)
-    executor = "dask" if args.scheduler and args.executor is None else args.executor
+    executor = args.executor or ("dask" if remote(config, args.scheduler) else None)
     result = validate(config, params=args.params, out=args.out, columns=args.columns, fileset=args.fileset,
                       executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize, mode=args.mode, plots=not args.no_plots)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731

@@ -29,6 +29,8 @@ from zprime_grad.validate.workspace import (asimov_observations, has_data, save_
 log = logging.getLogger(__name__)
 LABELS = ("baseline", "optimised")
 NOT_COMPUTED = {"Z": None, "p0": None, "method": "not computed (optimise.objective: mu_uncertainty)"}
+ASIMOV_FIT = {"poi": "mu", "mu_hat": 1.0, "mu_uncertainty": None, "parameters": {},
+              "method": "not run: on Asimov data the best fit is the generating point; σ(μ̂): mu_uncertainty_hard"}
 
 
 def load_params(params, declared: Mapping) -> tuple[dict[str, float], dict]:
@@ -98,10 +100,10 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, colum
     checked = filling.prepare_fileset(fileset, analysis)
     owned = None
     if executor == "dask" and client is None:
-        from zprime_grad.skim.pipeline import connect, skim_options
+        from zprime_grad.cluster import open_cluster, resolve
 
-        client, cluster = connect(skim_options(config, executor="dask", workers=workers, scheduler=scheduler))
-        owned = (client, cluster)
+        owned = open_cluster(resolve(config, scheduler=scheduler, workers=workers))
+        client = owned[0]
     try:
         if mode == "dask-awkward":
             from zprime_grad.validate.dask_mode import fill_with_dask_awkward
@@ -165,11 +167,14 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
                               "Z_hard": z["Z"], "p0_hard": z["p0"],
                               "Z_hard_optimiser_model": None if measure else expected_significance(model_spec)["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
-                              "fit": mle_fit(spec), "yields": yields(hists[label], channels, [*processes, DATA])}
+                              "fit": mle_fit(spec) if pseudo_data or not measure else dict(ASIMOV_FIT),
+                              "yields": yields(hists[label], channels, [*processes, DATA])}
             if measure:
                 sigma = expected_mu_uncertainty(specs[label])
                 results[label].update(mu_uncertainty_hard=sigma["sigma_mu"], mu_uncertainty_method=sigma["method"],
                                       mu_uncertainty_hard_optimiser_model=expected_mu_uncertainty(model_spec)["sigma_mu"])
+                if not pseudo_data:
+                    results[label]["fit"]["mu_uncertainty"] = sigma["sigma_mu"]
     z_soft = payload.get("z_valid_final") if payload.get("objective", "discovery") == "discovery" else None
     results["optimised"]["Z_soft"] = z_soft
     opt_model = results["optimised"]["Z_hard_optimiser_model"]

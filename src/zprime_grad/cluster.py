@@ -1,0 +1,244 @@
+"""One way to reach a Dask cluster for every stage: a LocalCluster, a scheduler address, or dask-gateway.
+
+``resolve(config, scheduler=..., workers=...)`` turns the config's ``cluster`` section, a command
+line ``--scheduler`` and the older per-stage fields (``skim.scheduler``, ``optimise.scheduler``,
+``optimise.tls``) into one `ClusterConfig`; ``open_cluster`` / ``connect`` give ``(client, owned)``.
+Addresses: ``tcp://host:port``, ``tls://host:port`` (certificates from ``cluster.tls``) and
+``gateway://host:port`` (or ``gateway://`` for the dask config's gateway). Only the address is
+logged, never a certificate path, key or password.
+
+On connect the workers must run the driver's versions of the packages that decide results and
+pickles (zprime_grad, jax, jaxlib, coffea, dask, distributed, awkward, numpy, Python): a stale
+facility image otherwise fails deep inside a task, or silently computes something else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from zprime_grad.config import ClusterConfig, Config
+from zprime_grad.errors import UserError
+
+log = logging.getLogger(__name__)
+PACKAGES = ("zprime_grad", "jax", "jaxlib", "coffea", "dask", "distributed", "awkward", "numpy")
+FIX = ("rebuild the worker image from requirements/constraints.txt (deploy/Dockerfile), or install the "
+       "driver's versions on the workers (distributed.PipInstall); see deploy/README.md")
+
+
+# ----------------------------------------------------------------------------------------- settings
+def scheme(address: str) -> str:
+    return address.split("://", 1)[0] if "://" in address else ""
+
+
+def resolve(config: Config | None, *, scheduler: str | None = None, workers: int | None = None) -> ClusterConfig:
+    """The effective cluster settings: ``scheduler`` (command line) > ``cluster`` section > the older
+    ``optimise.scheduler`` / ``skim.scheduler`` fields; ``workers`` overrides ``cluster.workers``."""
+    base = config.cluster if config is not None else ClusterConfig()
+    legacy = None
+    if config is not None:
+        legacy = config.optimise.scheduler or config.skim.scheduler
+    address = scheduler or (base.address if base.kind != "local" else None) or legacy
+    kind = base.kind if address is None else ("gateway" if scheme(address) == "gateway" else "scheduler")
+    if kind == "scheduler" and not address:
+        raise UserError("cluster.address: kind 'scheduler' needs an address (tcp://host:8786 or tls://host:8786)")
+    if kind == "scheduler" and scheme(address) not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
+        raise UserError(f"cluster.address: '{address}' is not a scheduler address (tcp://, tls:// or gateway://)")
+    tls = base.tls
+    if config is not None and not any(tls.model_dump().values()):
+        tls = config.optimise.tls  # the older location of the client certificates
+    return base.model_copy(update={"kind": kind, "address": address, "tls": tls,
+                                   "workers": workers if workers is not None else base.workers})
+
+
+def remote(config: Config | None, scheduler: str | None = None) -> bool:
+    """True when a scheduler or gateway is configured: the stages then default to Dask."""
+    return resolve(config, scheduler=scheduler).kind != "local"
+
+
+def security(settings: ClusterConfig):
+    """A distributed ``Security`` for a tls:// address; names the missing config field otherwise."""
+    from distributed.security import Security
+
+    tls = settings.tls
+    for field in ("ca_file", "cert", "key"):
+        value = getattr(tls, field)
+        if not value:
+            raise UserError(f"cluster.tls.{field}: a tls:// scheduler needs ca_file, cert and key in the config")
+        if not os.path.isfile(value):
+            raise UserError(f"cluster.tls.{field}: file not found (the path is in the config)")
+    return Security(tls_ca_file=tls.ca_file, tls_client_cert=tls.cert, tls_client_key=tls.key,
+                    require_encryption=True)
+
+
+# ----------------------------------------------------------------------------------------- versions
+def worker_versions() -> dict[str, str]:
+    """Runs on every worker (and the driver): the versions that must agree."""
+    import platform
+    from importlib import metadata
+
+    import zprime_grad
+
+    out = {"python": ".".join(platform.python_version_tuple()[:2]), "zprime_grad": zprime_grad.__version__}
+    for name in PACKAGES[1:]:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def version_mismatches(driver: dict[str, str], workers: dict[str, dict[str, str]],
+                       names: dict[str, str] | None = None) -> list[str]:
+    label = {a: f"{names[a]} ({a})" if names and names.get(a) not in (None, a) else a for a in workers}
+    return [f"worker {label[addr]}: {pkg} {got.get(pkg, 'not installed')} (driver: {want})"
+            for addr, got in sorted(workers.items()) for pkg, want in driver.items() if got.get(pkg) != want]
+
+
+def check_versions(client) -> dict[str, dict[str, str]]:
+    """``UserError`` naming the worker, the package and both versions if any worker differs."""
+    replies = client.run(worker_versions, on_error="return")
+    broken = {a: r for a, r in replies.items() if isinstance(r, BaseException)}
+    if broken:
+        addr, err = sorted(broken.items(), key=str)[0]
+        raise UserError(f"worker {addr} cannot run zprime_grad ({type(err).__name__}: {err}); it is not installed "
+                        f"there or is broken: {FIX}")
+    names = {a: str(w.get("name")) for a, w in client.scheduler_info()["workers"].items()}
+    problems = version_mismatches(worker_versions(), replies, names)
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise UserError(f"the Dask workers do not run the driver's package versions: {shown}. Fix: {FIX}")
+    return replies
+
+
+# ----------------------------------------------------------------------------------------- clusters
+class Owned:
+    """What this process started and must stop: a LocalCluster, a gateway cluster, or nothing."""
+
+    def __init__(self, cluster=None):
+        self.cluster = cluster
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.close()
+
+
+def _local(settings: ClusterConfig):
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=":0", silence_logs=logging.CRITICAL)
+    return Client(cluster), Owned(cluster)
+
+
+def _scheduler(settings: ClusterConfig):
+    from distributed import Client
+
+    sec = security(settings) if scheme(settings.address) == "tls" else None
+    try:
+        client = Client(settings.address, security=sec, timeout=f"{settings.timeout_s}s")
+    except (OSError, TimeoutError) as err:
+        hint = " (is the client certificate one the scheduler's CA signed?)" if sec is not None else ""
+        raise UserError(f"cannot connect to Dask scheduler {settings.address}: {err}{hint}") from None
+    return client, Owned()
+
+
+def gateway_url(address: str | None) -> str | None:
+    """``gateway://host:port`` → ``http://host:port``; ``gateway://`` → None (the dask config's address)."""
+    if address is None or scheme(address) != "gateway":
+        return address
+    rest = address.split("://", 1)[1].rstrip("/")
+    return f"http://{rest}" if rest else None
+
+
+def _gateway_auth(settings: ClusterConfig):
+    from dask_gateway.auth import BasicAuth
+
+    g = settings.gateway
+    if g.auth == "basic":
+        return BasicAuth(g.username, os.environ.get(g.password_env))
+    return None if g.auth == "default" else g.auth
+
+
+def _gateway(settings: ClusterConfig):
+    from dask_gateway import Gateway
+
+    g = settings.gateway
+    url = gateway_url(settings.address) or g.address
+    cluster = None
+    try:
+        gateway = Gateway(url, proxy_address=g.proxy_address, auth=_gateway_auth(settings))
+        if g.cluster_name:
+            cluster = gateway.connect(g.cluster_name, shutdown_on_close=False)
+        else:
+            options = gateway.cluster_options()
+            for key, value in g.options.items():
+                if key not in options:
+                    raise UserError(f"cluster.gateway.options.{key}: not an option of this gateway "
+                                    f"(it offers {sorted(options)})")
+                options[key] = value
+            cluster = gateway.new_cluster(options, shutdown_on_close=g.shutdown)
+        if g.adapt is not None:
+            cluster.adapt(minimum=g.adapt.minimum, maximum=g.adapt.maximum)
+        else:
+            cluster.scale(g.workers or settings.workers)
+        return cluster.get_client(set_as_default=False), Owned(cluster)
+    except BaseException as err:
+        if cluster is not None:
+            cluster.close()
+        if isinstance(err, UserError) or not isinstance(err, Exception):
+            raise
+        # aiohttp / gateway / comm errors: unreachable, refused, bad credentials, scheduler proxy
+        raise UserError(f"cannot use dask-gateway {url or '(dask config gateway.address)'}: "
+                        f"{type(err).__name__}: {err}") from None
+
+
+def open_cluster(settings: ClusterConfig):
+    """``(client, owned)``: close the client, then ``owned`` (which stops only what was started here)."""
+    opener = {"local": _local, "scheduler": _scheduler, "gateway": _gateway}[settings.kind]
+    client, owned = opener(settings)
+    try:
+        wanted = 1
+        if settings.kind == "local":
+            wanted = settings.workers
+        elif settings.kind == "gateway" and settings.gateway.adapt is None:
+            wanted = settings.gateway.workers or settings.workers
+        elif settings.kind == "gateway":
+            wanted = settings.gateway.adapt.minimum  # 0: workers come with work, unchecked
+        try:
+            client.wait_for_workers(wanted, timeout=settings.wait_workers_s)
+        except TimeoutError:
+            raise UserError(f"cluster: fewer than {wanted} Dask workers joined {describe(settings)} within "
+                            f"cluster.wait_workers_s = {settings.wait_workers_s:g} s") from None
+        if settings.check_versions and wanted:
+            check_versions(client)
+    except BaseException:
+        client.close()
+        owned.close()
+        raise
+    log.info("cluster: %s with %d workers", describe(settings), len(client.scheduler_info()["workers"]))
+    return client, owned
+
+
+@contextmanager
+def connect(settings: ClusterConfig) -> Iterator[tuple[object, Owned]]:
+    """``with connect(resolve(config)) as (client, owned):`` everything started here is stopped after."""
+    client, owned = open_cluster(settings)
+    try:
+        yield client, owned
+    finally:
+        client.close()
+        owned.close()
+
+
+def describe(settings: ClusterConfig) -> str:
+    """The address only: safe to log."""
+    if settings.kind == "local":
+        return f"LocalCluster ({settings.workers} workers, 127.0.0.1)"
+    if settings.kind == "gateway":
+        return f"dask-gateway {gateway_url(settings.address) or settings.gateway.address or '(dask config)'}"
+    return f"scheduler {settings.address}"
