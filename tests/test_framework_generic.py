@@ -121,3 +121,24 @@ def test_expected_mu_uncertainty_is_the_asimov_hessian():
         pyhf.set_backend(*previous)
     assert expected_mu_uncertainty(spec)["sigma_mu"] == pytest.approx(exact, rel=1e-5)
     assert json.dumps(expected_mu_uncertainty(spec))  # plain JSON for validation.json
+
+
+def test_one_sided_variations_are_symmetrised_in_both_models():
+    from zprime_grad.optimise.layout import Layout, systematic_pairs
+    from zprime_grad.optimise.model import ModelSettings, histograms_to_templates
+    from zprime_grad.validate.workspace import cabinetry_config
+
+    assert systematic_pairs(["jes_up", "jes_down", "pt_scale_up", "ME_var"]) == {
+        "jes": ("jes_up", "jes_down"), "pt_scale": ("pt_scale_up", None)}
+    layout = Layout(channels=(CHANNELS[0],), processes=("sig",), weight_variations=("pt_scale_up",),
+                    kinematic_variations=(), edges=(0.0, 1.0, 2.0), param_names=("x_threshold",), columns=())
+    settings = ModelSettings("sig", (), 0.0, (), 0.0, 0.0)
+    H = np.array([[[[10.0, 20.0], [1.0, 2.0], [12.0, 19.0]]]])  # nominal, sumw2, pt_scale_up
+    t = histograms_to_templates(H, layout, settings)["a"]["sig"]["histosys"]["pt_scale"]
+    np.testing.assert_allclose(t["hi_data"], [12.0, 19.0])
+    np.testing.assert_allclose(t["lo_data"], [8.0, 21.0])
+    cfg = cabinetry_config(inputs=Path("in.root"), label="l", histogram_folder=Path("h"), channels=["a"],
+                           mc_processes=["sig"], variations=["nominal", "pt_scale_up"], settings=settings,
+                           lumi_uncertainty=0.0, signal_channels=["a"])
+    (syst,) = [s for s in cfg["Systematics"] if s["Name"] == "pt_scale"]
+    assert syst["Down"] == {"Symmetrize": True} and syst["Up"] == {"VariationPath": "pt_scale_up"}

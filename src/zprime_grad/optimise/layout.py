@@ -85,14 +85,10 @@ class Layout:
     def process_index(self, process: str) -> int:
         return self.processes.index(process)
 
-    def systematics(self) -> dict[str, tuple[str, str]]:
-        """Up/down template pairs by systematic name: ``{"jes": ("jes_up", "jes_down"), …}``."""
-        names = (*self.weight_variations, *self.kinematic_variations)
-        pairs = {}
-        for up in names:
-            if up.endswith("_up") and up[:-3] + "_down" in names:
-                pairs[up[: -len("_up")]] = (up, up[:-3] + "_down")
-        return pairs
+    def systematics(self) -> dict[str, tuple[str, str | None]]:
+        """Up/down template pairs by systematic name: ``{"jes": ("jes_up", "jes_down"), …}``; a variation
+        with only ``_up`` (e.g. a one-sided jet-energy scale) pairs with ``None``: symmetrised."""
+        return systematic_pairs((*self.weight_variations, *self.kinematic_variations))
 
 
 def chunk_description(chunk) -> dict:
@@ -181,3 +177,10 @@ def _all_cuts(channels: Iterable[Channel]):
         for cut in channel.cuts:
             yield from getattr(cut, "cuts", (cut,))
 
+
+def systematic_pairs(names) -> dict[str, tuple[str, str | None]]:
+    """``{name: (name_up, name_down)}`` for every ``_up`` variation; ``(name_up, None)`` where there is no
+    ``_down``: the model symmetrises it (down = 2·nominal − up), as cabinetry's ``Symmetrize``."""
+    names = tuple(names)
+    return {up[: -len("_up")]: (up, up[:-3] + "_down" if up[:-3] + "_down" in names else None)
+            for up in names if up.endswith("_up")}

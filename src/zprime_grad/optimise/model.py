@@ -9,7 +9,8 @@ free backgrounds    normfactor ``norm_<process>`` (ttbar, W+jets: fixed by the c
 minor backgrounds   normsys ``xsec_<process>`` (κ = 1 ± ``xsec_uncertainty``, e.g. single top 15 %)
 every MC process    normsys ``lumi`` (κ = 1 ± ``analysis.lumi_uncertainty``)
 every MC process    histosys ``<syst>`` per up/down pair of variations in the chunks (JES, JER:
-                    kinematic; b-tag SF, muon SF: weights), the varied templates as hi/lo data
+                    kinematic; b-tag SF, muon SF: weights), the varied templates as hi/lo data;
+                    a one-sided ``<syst>_up`` is symmetrised: lo = 2·nominal − up
 every MC process    staterror ``staterror_<channel>`` with σ = sqrt(Σw²) of its KDE template
 ==================  =========================================================================
 
@@ -136,12 +137,18 @@ def histograms_to_templates(H: jax.Array, layout: Layout, settings: ModelSetting
             out[ch][process] = {
                 "data": row[t_index[NOMINAL]] + floor,
                 "normsys": normsys,
-                "histosys": {name: {"hi_data": row[t_index[up]] + floor, "lo_data": row[t_index[down]] + floor}
+                "histosys": {name: {"hi_data": row[t_index[up]] + floor,
+                                    "lo_data": _down_template(row, t_index, up, down) + floor}
                              for name, (up, down) in systematics.items()},
                 "staterror": {f"staterror_{ch}": safe_sqrt(row[t_index[SUMW2]])},
                 "shapesys": {},
             }
     return out
+
+
+def _down_template(row, t_index: dict, up: str, down: str | None):
+    """The down template; a one-sided variation is symmetrised around the nominal: 2·nominal − up."""
+    return row[t_index[down]] if down else 2 * row[t_index[NOMINAL]] - row[t_index[up]]
 
 
 def _floats(values) -> list[float]:

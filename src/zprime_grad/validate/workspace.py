@@ -16,6 +16,7 @@
   normsys ``xsec_<p>``         Normalization ``xsec_<p>``, ±``xsec_uncertainty`` on minor backgrounds
   normsys ``lumi``             Normalization ``lumi``, ±``analysis.lumi_uncertainty`` on all MC
   histosys ``<syst>``          NormPlusShape ``<syst>`` from the ``<syst>_up/_down`` templates
+                               (only ``_up``: ``Down: Symmetrize``, as the optimiser's 2·nominal − up)
   staterror_<channel>          cabinetry's automatic staterror (same name, Σw² of the channel)
   ==========================  ================================================================
 
@@ -38,6 +39,7 @@ import numpy as np
 import uproot
 
 from zprime_grad.errors import UserError
+from zprime_grad.optimise.layout import systematic_pairs
 from zprime_grad.optimise.model import POI, ModelSettings
 from zprime_grad.validate.hists import DATA, NOMINAL, template
 
@@ -48,13 +50,9 @@ def variation_names(h: hist.Hist) -> list[str]:
     return [NOMINAL] + sorted(v for v in h.axes["variation"] if v != NOMINAL)
 
 
-def systematics(variations: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Up/down pairs by name, as the optimiser's ``Layout.systematics``."""
-    pairs = {}
-    for up in variations:
-        if up.endswith("_up") and up[:-3] + "_down" in variations:
-            pairs[up[:-3]] = (up, up[:-3] + "_down")
-    return pairs
+def systematics(variations: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Up/down pairs by name, as the optimiser's ``Layout.systematics`` (down ``None``: symmetrised)."""
+    return systematic_pairs(variations)
 
 
 def _th1(values, variances, edges, name: str) -> hist.Hist:
@@ -120,7 +118,8 @@ def cabinetry_config(*, inputs: Path, label: str, histogram_folder: Path, channe
                       "Up": {"Normalization": k}, "Down": {"Normalization": -k}})
     for name, (up, down) in systematics(variations).items():
         systs.append({"Name": name, "Type": "NormPlusShape", "Samples": list(mc_processes),
-                      "Up": {"VariationPath": up}, "Down": {"VariationPath": down}})
+                      "Up": {"VariationPath": up},
+                      "Down": {"VariationPath": down} if down else {"Symmetrize": True}})
     return {
         "General": {"Measurement": MEASUREMENT, "POI": POI, "HistogramFolder": str(histogram_folder),
                     "InputPath": f"{inputs}:{label}/{{RegionPath}}_{{SamplePath}}_{{VariationPath}}",
