@@ -142,3 +142,17 @@ def test_one_sided_variations_are_symmetrised_in_both_models():
                            lumi_uncertainty=0.0, signal_channels=["a"])
     (syst,) = [s for s in cfg["Systematics"] if s["Name"] == "pt_scale"]
     assert syst["Down"] == {"Symmetrize": True} and syst["Up"] == {"VariationPath": "pt_scale_up"}
+
+
+def test_two_point_samples_are_never_added_to_the_nominal():
+    from zprime_grad.columns import make_chunk
+    from zprime_grad.validate.hists import variations_of
+
+    cols = {"x": [2.0], "obs_a": [0.5], "obs_b": [0.5], "baseline": [1], "parity": [1]}
+    chunk = make_chunk(cols, {"nominal": np.ones(1), "w_up": np.ones(1)}, {}, {}, buckets=(4,), dataset="d",
+                       process="sig", sample_variation="ME_var")
+    assert variations_of(chunk) == [("ME_var", "nominal", "nominal")]
+    desc = [_description({"x", "obs_a", "obs_b", "baseline", "parity", "valid"}),
+            {**_description({"x", "obs_a", "obs_b", "baseline", "parity", "valid"}), "sample_variation": "ME_var"}]
+    with pytest.raises(UserError, match="two-point systematic samples \\(sig ME_var"):
+        make_layout(desc, CHANNELS, observable=None, bins=5, value_range=(0.0, 5.0))

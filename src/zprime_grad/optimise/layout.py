@@ -96,7 +96,8 @@ def chunk_description(chunk) -> dict:
     return {"process": chunk.process, "is_data": bool(chunk.is_data), "length": int(chunk.length),
             "n_events": int(chunk.n_events), "key": [str(k) for k in chunk.key],
             "weights": sorted(chunk.weights), "variations": sorted(chunk.variations),
-            "columns": sorted(chunk.columns), "shapes": {k: list(v.shape) for k, v in chunk.columns.items()}}
+            "columns": sorted(chunk.columns), "shapes": {k: list(v.shape) for k, v in chunk.columns.items()},
+            "sample_variation": chunk.sample_variation}
 
 
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
@@ -106,6 +107,11 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
     mc = [d for d in descriptions if not d["is_data"]]
     if not mc:
         raise UserError("optimise: the columns contain no simulated (MC) chunks")
+    alternative = sorted({f"{d['process']} {d['sample_variation']}" for d in mc
+                          if d.get("sample_variation", NOMINAL) != NOMINAL})
+    if alternative:  # they would be added to their process's nominal template
+        raise UserError(f"optimise: two-point systematic samples ({', '.join(alternative)}: fileset metadata "
+                        "'variation') are not modelled by the optimiser; leave them out of its fileset")
     weights, variations = set(mc[0]["weights"]), set(mc[0]["variations"])
     for d in mc[1:]:
         if set(d["weights"]) != weights or set(d["variations"]) != variations:

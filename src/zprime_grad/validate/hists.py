@@ -64,6 +64,8 @@ def variations_of(chunk) -> list[tuple[str, str, str]]:
     """``(variation, columns view, weight)`` triples the chunk fills."""
     if chunk.is_data:
         return [(NOMINAL, NOMINAL, NOMINAL)]
+    if chunk.sample_variation != NOMINAL:  # a two-point systematic sample: its nominal under its own name
+        return [(chunk.sample_variation, NOMINAL, NOMINAL)]
     out = [(NOMINAL, NOMINAL, NOMINAL)]
     out += [(w, NOMINAL, w) for w in sorted(chunk.weights) if w != NOMINAL]
     out += [(v, v, NOMINAL) for v in sorted(chunk.variations)]
