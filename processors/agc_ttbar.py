@@ -23,7 +23,8 @@ Optimisable cuts (declared once; soft and hard derive from them), θ₀ = the AG
 threshold, the pT every one of the four jets must pass, the b-tag threshold that defines the regions.
 The jet and lepton definitions above (30 GeV) are the skim's, so the thresholds can only tighten; the
 observables are defined at the AGC working points (jets > 30 GeV, trijet b tag > 0.5) and do not move
-with θ. Columns hold the first ``JET_SLOTS`` selected jets in NanoAOD order (pT-ordered).
+with θ. Columns hold the first ``JET_SLOTS`` selected jets in NanoAOD order (pT-ordered). B tags are
+counted with ``>`` in both regions (the AGC's 4j1b uses ``>=``: different only for a score of exactly 0.5).
 """
 
 from __future__ import annotations
