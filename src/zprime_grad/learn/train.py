@@ -268,16 +268,17 @@ def write_loss_plot(path: Path, summary: dict) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [e["epoch"] for e in summary["history"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels = {"train": "train (even)", "valid": "validation split (even)", "heldout": "held-out (odd)"}
-    for split in SPLITS:
-        ax.plot(epochs, [e[f"loss_{split}"] for e in summary["history"]], label=labels[split])
-    ax.axvline(summary["best_epoch"], color="grey", ls=":", label="kept (best validation)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("class-balanced cross-entropy")
-    ax.set_title(f"{summary['name']}: {summary['n_params']} parameters")
-    ax.legend()
-    fig.tight_layout()
+    with plt.style.context("default"):  # not the CMS style a validation plot may have set globally
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        labels = {"train": "train (even)", "valid": "validation split (even)", "heldout": "held-out (odd)"}
+        for split in SPLITS:
+            ax.plot(epochs, [e[f"loss_{split}"] for e in summary["history"]], label=labels[split])
+        ax.axvline(summary["best_epoch"], color="grey", ls=":", label="kept (best validation)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("class-balanced cross-entropy")
+        ax.set_title(f"{summary['name']}: {summary['n_params']} parameters, pre-training")
+        ax.legend()
+        fig.tight_layout()
     with atomic.replacing(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
