@@ -51,7 +51,10 @@ class Analysis:
         """Optimise the cuts (``zprime_grad.optimise``); returns the ``params.json`` payload.
 
         ``columns``: a skim directory, or what ``.skim`` returned (chunks here, or resident on Dask);
-        or ``fileset=`` to skim first. Other keywords: workers, scheduler, epochs, resume, gradient.
+        or ``fileset=`` to skim first. Other keywords: workers, scheduler, epochs, resume, gradient,
+        ``progress`` (a tqdm bar), ``on_epoch``: called after every epoch (and after ``optimisation.json``
+        is rewritten) with the loop state; ``state.history[-1]`` is that epoch's record (``epoch``, ``theta``,
+        ``z_train``, ``z_valid``, ``grad_norm``, ``rejected`` …), e.g. for a live plot in a notebook.
         """
         from zprime_grad.optimise.driver import optimise
 
