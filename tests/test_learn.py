@@ -5,6 +5,7 @@ hard-cut validation with the same weights."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from zprime_grad.selection import Channel, ScoreCut
 
 FEATURES = ["met_pt", "lep_ht", "st", "mtt", "n_jets", "jet_btag[0]", "jet_btag[1]", "fatjet_top_score[0]",
             "fatjet_msoftdrop[0]", "fatjet_pt[0]"]
+REPO = Path(__file__).resolve().parents[1]
 HIDDEN = [24, 16]  # 10 -> 24 -> 16 -> 1: 681 weights
 
 
@@ -65,6 +67,24 @@ def synthetic_chunk(n=300, seed=1) -> ColumnChunk:
     cols = {"baseline": np.ones(n), "parity": rng.integers(0, 2, n), "met_pt": rng.exponential(80, n),
             "jet_btag": rng.random((n, 8)), "mtt": rng.uniform(300, 3000, n)}
     return make_chunk(cols, {"nominal": rng.random(n)}, {}, {"event": np.arange(n)}, dataset="toy", process="toy")
+
+
+# ---------------------------------------------------------------------------------- the config
+def test_the_network_config_extends_the_default_and_checks_its_references(tmp_path):
+    from zprime_grad.config import ConfigError, load_config
+    from zprime_grad.learn.stage import cuts_only, frozen
+
+    default, nn = load_config(), load_config(REPO / "configs" / "zprime_nn.yaml")
+    assert nn.generate == default.generate and nn.skim == default.skim  # same data, same skim
+    assert list(nn.optimise.networks) == ["zprime_nn"] and nn.optimise.epochs == default.optimise.epochs
+    spec = NetworkSpec("zprime_nn", tuple(nn.models["zprime_nn"].features), tuple(nn.models["zprime_nn"].hidden))
+    assert spec.n_params >= 500
+    assert cuts_only(nn).optimise == default.optimise and not default.models
+    assert frozen(nn).optimise.networks["zprime_nn"].learning_rate == 0.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {REPO / 'configs' / 'zprime_nn.yaml'}\noptimise:\n  networks:\n    other_nn: {{}}\n")
+    with pytest.raises(ConfigError, match="other_nn"):
+        load_config(bad)
 
 
 # ------------------------------------------------------------------------------------ the file
