@@ -37,7 +37,10 @@ def load_networks(config, networks: Mapping | None = None) -> dict[str, tuple[Ne
             raise UserError(f"optimise.networks.{name}: no weights; run zprime-grad train (or the run stage) "
                             f"first, or set models.{name}.init_from to a network file")
         if isinstance(source, (str, Path)):
-            spec, params, _ = io.load(source)
+            path = Path(source)
+            if not path.is_absolute() and not path.exists() and config.source and Path(config.source).exists():
+                path = Path(config.source).parent / path  # init_from relative to the config file
+            spec, params, _ = io.load(path)
         else:
             spec, params = source
         wanted = tuple(config.models[name].features)
