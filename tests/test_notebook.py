@@ -66,7 +66,7 @@ def test_committed_without_outputs():
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("use_dask", [False, True], ids=["futures", "dask"])
+@pytest.mark.parametrize("use_dask", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["futures", "dask"])
 def test_notebook_runs_top_to_bottom(generated, tmp_path, use_dask):
     data = generated.config.model_dump(mode="json", exclude={"source"})
     out = tmp_path / "outputs"
