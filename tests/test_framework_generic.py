@@ -101,25 +101,22 @@ def test_expected_mu_uncertainty_is_the_asimov_hessian():
     s, k = 400.0, 0.02
     sigma = expected_mu_uncertainty(_spec([s], None, lumi=k))["sigma_mu"]
     assert sigma == pytest.approx(np.sqrt(1 / s + k**2), rel=1e-4)
-    # against pyhf's jax backend: exact Hessian of −ln L at the Asimov optimum, with a background
-    import jax
-    import jax.numpy as jnp
+    # against the full Hessian of pyhf's −ln L (Poisson + constraints) by second differences, with a background
     import pyhf
 
-    import zprime_grad.jaxconfig  # noqa: F401
-
     spec = _spec([30.0, 50.0], [100.0, 20.0], stat=[3.0, 4.0])
-    previous = pyhf.get_backend()
-    try:
-        pyhf.set_backend("jax")
-        model = pyhf.Workspace(spec).model()
-        init = jnp.asarray(model.config.suggested_init(), float)
-        data = jnp.asarray(model.expected_data(init))
-        hess = jax.hessian(lambda v: -model.logpdf(v, data)[0])(init)
-        exact = float(jnp.sqrt(jnp.linalg.inv(hess)[model.config.poi_index, model.config.poi_index]))
-    finally:
-        pyhf.set_backend(*previous)
-    assert expected_mu_uncertainty(spec)["sigma_mu"] == pytest.approx(exact, rel=1e-5)
+    pyhf.set_backend("numpy")
+    model = pyhf.Workspace(spec).model()
+    init = np.asarray(model.config.suggested_init(), float)
+    data = np.asarray(model.expected_data(init))
+    nll = lambda p: -float(model.logpdf(p, data)[0])  # noqa: E731
+    h, n = 1e-3, len(init)
+    unit = np.eye(n) * h
+    hess = np.array([[(nll(init + unit[i] + unit[j]) - nll(init + unit[i] - unit[j]) - nll(init - unit[i] + unit[j])
+                       + nll(init - unit[i] - unit[j])) / (4 * h * h) for j in range(n)] for i in range(n)])
+    poi = model.config.poi_index
+    exact = float(np.sqrt(np.linalg.inv(hess)[poi, poi]))
+    assert expected_mu_uncertainty(spec)["sigma_mu"] == pytest.approx(exact, rel=1e-4)
     assert json.dumps(expected_mu_uncertainty(spec))  # plain JSON for validation.json
 
 
