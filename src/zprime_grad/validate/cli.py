@@ -39,9 +39,16 @@ def run(args: argparse.Namespace) -> int:
                       executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize, mode=args.mode, plots=not args.no_plots)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731
     base, opt = result["baseline"], result["optimised"]
-    print("zprime-grad validate: held-out (odd) events, hard cuts, expected discovery Z (Asimov)")
-    print(f"  baseline  Z_hard {fmt(base['Z_hard'])}")
-    print(f"  optimised Z_hard {fmt(opt['Z_hard'])}  Z_soft {fmt(opt['Z_soft'])}")
+    measure = result.get("figure_of_merit") == "mu_uncertainty"
+    print("zprime-grad validate: held-out (odd) events, hard cuts, expected "
+          + ("uncertainty on the signal strength (Asimov)" if measure else "discovery Z (Asimov)"))
+    if measure:
+        print(f"  baseline  sigma(mu)_hard {fmt(base['mu_uncertainty_hard'])}")
+        print(f"  optimised sigma(mu)_hard {fmt(opt['mu_uncertainty_hard'])}  "
+              f"sigma(mu)_soft {fmt(opt['mu_uncertainty_soft'])}")
+    else:
+        print(f"  baseline  Z_hard {fmt(base['Z_hard'])}")
+        print(f"  optimised Z_hard {fmt(opt['Z_hard'])}  Z_soft {fmt(opt['Z_soft'])}")
     improvement = result["improvement"]
     print(f"  improvement {fmt(improvement)} -> {args.out}/validation.json")
     return 0
