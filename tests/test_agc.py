@@ -199,3 +199,13 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path):
     assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_valid"], rel=0.5)
     with uproot.open(tmp_path / "histograms.root") as f:
         assert "baseline/4j2b_ttbar_pt_scale_up" in [k.split(";")[0] for k in f.keys()]
+
+
+def test_notebook_api_skims_the_configs_fileset():
+    from zprime_grad.analysis import Analysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = Analysis.from_yaml(CONFIG).skim(executor="iterative")
+    # 16 stand-in tt̄ events with one lepton and >= 4 jets; none of the AGC-format file's W+jets events
+    assert {c.dataset: c.n_events for c in result.chunks} == {"ttbar__nominal": 16, "wjets__nominal": 0}

@@ -24,8 +24,8 @@ class Analysis:
 
         return make_processor(self.config, skim_options(self.config, **skim_overrides))
 
-    def skim(self, fileset, executor: str | None = None, *, client=None, **skim_overrides):
-        """Skim a coffea fileset (dict or JSON path).
+    def skim(self, fileset=None, executor: str | None = None, *, client=None, **skim_overrides):
+        """Skim a coffea fileset (dict or JSON path; default: the config's ``fileset:``).
 
         ``iterative``/``futures``: returns a `SkimResult` with the ColumnChunks in this process.
         ``dask``: returns `ResidentChunks` — futures of chunks kept in worker memory plus small
@@ -36,7 +36,18 @@ class Analysis:
         from zprime_grad.skim.pipeline import run_skim, skim_options
 
         options = skim_options(self.config, executor=executor, **skim_overrides)
-        return run_skim(self.config, fileset, options, client=client)
+        return run_skim(self.config, self._fileset(fileset), options, client=client)
+
+    def _fileset(self, fileset):
+        if fileset is not None:
+            return fileset
+        if self.config.fileset is None:
+            from zprime_grad.errors import UserError
+
+            raise UserError(f"{self.config.source or 'config'}: no fileset given and no 'fileset:' in the config")
+        from zprime_grad.pipeline import configured_fileset
+
+        return configured_fileset(self.config)
 
     def skim_to_directory(self, fileset, out, executor: str | None = None, **skim_overrides) -> dict:
         """Skim to ``out/columns/`` + ``out/skim.json`` (reused when unchanged); returns the report."""
