@@ -23,8 +23,8 @@ from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
 from zprime_grad.validate.hists import DATA, HALF_SCALE, Binning, template
 from zprime_grad.validate.inference import expected_mu_uncertainty, expected_significance, mle_fit
-from zprime_grad.validate.workspace import (asimov_observations, has_data, save_json, variation_names,
-                                            workspaces)
+from zprime_grad.validate.workspace import (asimov_observations, at_luminosity_fraction, has_data, save_json,
+                                            variation_names, workspaces)
 
 log = logging.getLogger(__name__)
 LABELS = ("baseline", "optimised")
@@ -157,7 +157,9 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         results = {}
         measure = config.optimise.objective == "mu_uncertainty"  # a measurement: σ(μ), not a discovery Z
         for label in LABELS:
-            spec = specs[label] if pseudo_data else asimov_observations(specs[label])
+            # the MLE fit: held-out pseudo-data at their own luminosity (real counts, model ×½); Z_hard: full
+            spec = (at_luminosity_fraction(specs[label], 1.0 / HALF_SCALE) if pseudo_data
+                    else asimov_observations(specs[label]))
             z = NOT_COMPUTED if measure else expected_significance(specs[label])
             variations = sorted({v for hh in hists.values() for v in variation_names(hh)})
             model_spec = optimiser_model_spec(hists[label], binning, processes, variations, settings)
@@ -185,6 +187,7 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         "heldout": "odd", "heldout_weight_scale": HALF_SCALE,
         "observable": binning.observable, "edges": list(binning.edges), "channels": channels,
         "processes": processes, "fit_data": "pseudo-data" if pseudo_data else "asimov", "source": used,
+        "fit_luminosity_fraction": 1.0 / HALF_SCALE if pseudo_data else 1.0,
         **results,
         "improvement": (opt / base) if base and opt is not None else None,
         "soft_minus_hard_relative": ((z_soft - opt) / opt) if z_soft is not None and opt else None,

@@ -191,3 +191,29 @@ def asimov_observations(spec: dict) -> dict:
         start += n
     out["observations"] = observations
     return out
+
+
+def at_luminosity_fraction(spec: dict, fraction: float) -> dict:
+    """``spec`` with every yield, template and absolute uncertainty scaled by ``fraction`` (and the data).
+
+    The held-out templates carry weight ×2 so that one half stands for the full luminosity, which is
+    right for the expected significance but not for a fit to the held-out pseudo-data: their counts
+    ×2 are not Poisson, and the fit would claim √2 too small uncertainties. Scaled by ½, the model
+    is the odd half at its own luminosity and the data are its real (integer) counts. Relative
+    modifiers (normsys, normfactor, lumi) are unchanged; staterror and shapesys carry absolute σ.
+    """
+    import copy
+
+    out = copy.deepcopy(spec)
+    scale = lambda values: [fraction * float(v) for v in values]  # noqa: E731
+    for channel in out["channels"]:
+        for sample in channel["samples"]:
+            sample["data"] = scale(sample["data"])
+            for modifier in sample.get("modifiers", []):
+                if modifier["type"] == "histosys":
+                    modifier["data"] = {k: scale(v) for k, v in modifier["data"].items()}
+                elif modifier["type"] in ("staterror", "shapesys"):
+                    modifier["data"] = scale(modifier["data"])
+    for observation in out.get("observations", []):
+        observation["data"] = scale(observation["data"])
+    return out
