@@ -161,6 +161,38 @@ def test_pretraining_reduces_the_loss_on_held_out_events(trained, local):
     assert summary["class_of"]["zprime"] == 1 and summary["class_of"]["ttbar"] == 0
 
 
+def test_multi_class_pretraining_on_synthetic_chunks():
+    """Three classes (softmax, integer-label cross-entropy), unequal class weights, weights balanced."""
+    from zprime_grad.learn.train import pretrain
+
+    rng = np.random.default_rng(7)
+    chunks = []
+    for i, (process, centre, weight) in enumerate([("sig", 2.0, 0.01), ("bkg_a", -1.0, 5.0), ("bkg_b", 0.5, 1.0)]):
+        for part in range(2):
+            n = 900
+            x = rng.normal(centre, 1.0, (n, 2))
+            cols = {"baseline": np.ones(n), "parity": np.arange(n) % 2, "f0": x[:, 0], "f1": x[:, 1] * 10 + 50}
+            chunks.append(make_chunk(cols, {"nominal": np.full(n, weight)}, {}, {"event": np.arange(n) + 10_000 * part},
+                                     dataset=process, process=process, provenance={"entrystart": part}))
+    from zprime_grad.config import load_config
+
+    data = load_config().model_dump(mode="json", exclude={"source"})
+    data["models"] = {"m": {"features": ["f0", "f1"], "hidden": [8], "activation": "tanh",
+                            "classes": {"background_a": ["bkg_a"], "signal": ["sig"], "background_b": ["bkg_b"]},
+                            "train": {"epochs": 60, "learning_rate": 0.05, "patience": 60}}}
+    model = parse_config(data, "multi").models["m"]
+    spec, params, summary = pretrain(LocalBackend(chunks), "m", model, signal="sig", progress=False)
+    assert spec.classes == ("background_a", "signal", "background_b") and spec.score_class == "signal"
+    assert spec.n_outputs == 3 and summary["class_of"] == {"bkg_a": 0, "sig": 1, "bkg_b": 2}
+    scale = np.asarray(summary["class_scale"])
+    assert scale[1] / scale[0] == pytest.approx(500.0)  # equal total weight per class, no event dropped
+    assert summary["loss_best"]["loss_heldout"] < 0.7 * summary["loss_initial"]["loss_heldout"]
+    cols = chunks[0].columns
+    score = np.asarray(spec.score(params, cols))[: chunks[0].n_events]
+    assert score.mean() > np.asarray(spec.score(params, chunks[2].columns))[:900].mean()  # signal scores higher
+    assert np.allclose(score_numpy(spec, params, cols)[:900], score, atol=1e-12)
+
+
 # -------------------------------------------------------------------------- gradient, backends
 def perturbed(problem, seed=0):
     theta = problem.theta0.copy()
