@@ -2,7 +2,9 @@
 
 A `Cut` is one threshold on one column: ``column > param`` or ``column < param``. A `CountCut` counts
 the objects of a padded collection that pass all of its `Cut`s (per object) and requires at least
-and/or at most N of them. A `Channel` is the AND of its cuts and of the skim baseline column. The
+and/or at most N of them. A `ScoreCut` is a threshold on a learned per-event score (a network from
+``zprime_grad.learn``, whose weights travel in the parameters under its name). A `Channel` is the AND
+of its cuts and of the skim baseline column. The
 optimiser sees only parameter names; `parameters()` collects them, with initial values, bounds and
 scales, from the channels, and refuses two declarations of one parameter that disagree.
 
