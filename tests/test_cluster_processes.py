@@ -45,7 +45,7 @@ def write_config(generated, path: Path, **cluster) -> Path:
     return path
 
 
-def zprime_grad_run(config: Path, out: Path, fileset: Path, *extra: str, timeout: float = 300):
+def zprime_grad_run(config: Path, out: Path, fileset: Path, *extra: str, timeout: float = 600):
     """The installed command line, as a user runs it."""
     cmd = [str(BIN / "zprime-grad"), "run", str(config), "--fileset", str(fileset), "--out", str(out), *extra]
     start = time.perf_counter()
