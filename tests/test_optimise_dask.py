@@ -37,7 +37,10 @@ def config(generated):
 @pytest.fixture(scope="module")
 def backends(config, columns, client):
     paths = chunk_paths(columns)
-    dask = DaskBackend(client, client.map(load_chunk, paths, pure=False), fan_in=config.optimise.fan_in)
+    workers = sorted(client.scheduler_info()["workers"])  # round robin: the chunks sit on both workers, even
+    futures = [client.submit(load_chunk, p, pure=False, workers=[workers[i % len(workers)]])  # when one is busy
+               for i, p in enumerate(paths)]
+    dask = DaskBackend(client, futures, fan_in=config.optimise.fan_in)
     local = LocalBackend([ColumnChunk.from_npz(p) for p in paths], fan_in=config.optimise.fan_in)
     yield dask, local
     dask.close()
