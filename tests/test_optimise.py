@@ -241,3 +241,20 @@ def test_auto_resume_continues_a_matching_checkpoint_and_restarts_after_a_config
     assert [e["epoch"] for e in history] == [0, 1]  # started afresh from θ₀, not from the stale state
     assert fresh["epochs_run"] == 2
     assert history[0]["theta"] == json.loads((undisturbed_out / "optimisation.json").read_text())["epochs"][0]["theta"]
+
+
+def test_start_values_replace_the_declared_start_and_name_unknown_parameters(config, columns):
+    from zprime_grad.errors import UserError
+    from zprime_grad.optimise.backends import LocalBackend
+    from zprime_grad.optimise.driver import build_problem
+    from zprime_grad.optimise.sources import chunk_paths
+
+    backend = LocalBackend([ColumnChunk.from_npz(p) for p in chunk_paths(columns)])
+    declared = build_problem(config, backend)
+    started = build_problem(config, backend, start_values={"top_pt_threshold": 800.0})
+    i = declared.layout.param_names.index("top_pt_threshold")
+    assert declared.theta0[i] == 500.0 and started.theta0[i] == 800.0
+    assert np.array_equal(np.delete(declared.theta0, i), np.delete(started.theta0, i))
+    assert started.config_hash != declared.config_hash  # a checkpoint of one never resumes the other
+    with pytest.raises(UserError, match="top_pt_thresold"):
+        build_problem(config, backend, start_values={"top_pt_thresold": 800.0})

@@ -8,6 +8,8 @@ networks) exactly as for the default config — ``OUT/optimise``, ``OUT/validati
 2. ``OUT/optimise_pretrained``: the cuts + the score threshold optimised with the network's weights
    frozen (learning rate 0): what the pre-trained network brings;
 3. ``OUT/optimise_finetuned``: the weights fine-tuned together with the thresholds (reverse mode);
+   both start from the cuts-only optimum θ* (a network added to an optimised analysis, as a physicist
+   would do it), so any gain over the cuts is the network's;
 4. ``OUT/validate_{pretrained,finetuned}``: each validated like the cuts with hard cuts (score > t with
    the same weights) on the held-out (odd) events in cabinetry/pyhf;
 5. ``OUT/validation.json`` gains ``"learned"``: one row per analysis (baseline θ₀, cuts only,
@@ -72,10 +74,12 @@ def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, work
             _row("cuts only (optimised)", "cuts_only", summary["optimised"], network_params=0, trainable=0,
                  params_file="optimise/params.json")]
     extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
+    cut_params = json.loads((out / "optimise" / "params.json").read_text())["parameters"]
+    start = {p["name"]: p["value"] for p in cut_params}  # the cuts-only θ*
     for key, variant in (("pretrained", frozen(config)), ("finetuned", config)):
         opt_dir = out / f"optimise_{key}"
         result = optimise(variant, out=opt_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
-                          client=client, networks=paths, **extra)
+                          client=client, networks=paths, start=start, **extra)
         n_params = {k: v["n_params"] for k, v in result.get("networks", {}).items()}
         log.info("run: optimise (%s) -> %s", key, opt_dir)
         checked = validate(variant, params=opt_dir / "params.json", out=out / f"validate_{key}", columns=skim_dir,

@@ -97,8 +97,10 @@ def run_hash(config: Config, descriptions: list[dict], networks: str | None = No
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_problem(config: Config, backend, gradient: str | None = None, networks=None) -> Problem:
-    """``networks``: ``{name: file or (spec, params)}`` for ``optimise.networks`` (default: ``init_from``)."""
+def build_problem(config: Config, backend, gradient: str | None = None, networks=None,
+                  start_values: dict[str, float] | None = None) -> Problem:
+    """``networks``: ``{name: file or (spec, params)}`` for ``optimise.networks`` (default: ``init_from``);
+    ``start_values``: starting values by parameter name instead of the declared ones (e.g. another run's θ*)."""
     opt = config.optimise
     descriptions = backend.descriptions()
     loaded = None
@@ -115,7 +117,10 @@ def build_problem(config: Config, backend, gradient: str | None = None, networks
     rel = opt.relaxation
     schedule = relaxation_schedule((rel.slope_start, rel.slope_end), (rel.bandwidth_start, rel.bandwidth_end),
                                    rel.anneal_epochs)
-    theta0 = np.array([p.init for p in params], float)
+    unknown = sorted(set(start_values or {}) - set(layout.param_names))
+    if unknown:
+        raise UserError(f"optimise: start values for unknown parameters {unknown} (have {list(layout.param_names)})")
+    theta0 = np.array([(start_values or {}).get(p.name, p.init) for p in params], float)
     rates = [opt.learning_rates.get(p.name, opt.learning_rate) for p in params]
     for name, where in layout.network_slices().items():
         from zprime_grad.learn.mlp import ravel
@@ -136,6 +141,8 @@ def build_problem(config: Config, backend, gradient: str | None = None, networks
         from zprime_grad.learn.attach import digest as network_digest
 
         digest = network_digest(loaded)
+    if start_values:
+        digest = json.dumps([digest, sorted(start_values.items())])  # another start is another run
     return Problem(layout, settings, objective, mode, schedule, loop, optimiser, theta0,
                    run_hash(config, descriptions, digest), loaded)
 
@@ -243,7 +250,8 @@ def save_networks(out: Path, problem: Problem, theta: np.ndarray) -> None:
 def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | None = None,
              workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
              resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
-             on_epoch: Callable[[LoopState], None] | None = None, networks=None) -> dict:
+             on_epoch: Callable[[LoopState], None] | None = None, networks=None,
+             start: dict[str, float] | None = None) -> dict:
     """Run (or resume) the optimisation; returns the ``params.json`` payload.
 
     ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
@@ -251,6 +259,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     and otherwise starts afresh (what ``zprime-grad run`` does after a config change).
     ``networks``: ``{name: network file or (spec, params)}`` for ``optimise.networks`` (default: each
     model's ``init_from``); the optimised weights are written to ``OUT/networks/<name>.npz``.
+    ``start``: starting values by parameter name (default: the declared initial values).
     """
     from zprime_grad.optimise.sources import open_backend
 
@@ -261,7 +270,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     be = open_backend(config, backend=backend or opt.backend, columns=columns, fileset=fileset, client=client,
                       workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
     try:
-        problem = build_problem(config, be, gradient, networks)
+        problem = build_problem(config, be, gradient, networks, start)
         if resume == "auto":
             resume = checkpoint.compatible(out, problem.config_hash)
         state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
