@@ -251,7 +251,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
              workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
              resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
              on_epoch: Callable[[LoopState], None] | None = None, networks=None,
-             start: dict[str, float] | None = None) -> dict:
+             start_values: dict[str, float] | None = None) -> dict:
     """Run (or resume) the optimisation; returns the ``params.json`` payload.
 
     ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
@@ -259,7 +259,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     and otherwise starts afresh (what ``zprime-grad run`` does after a config change).
     ``networks``: ``{name: network file or (spec, params)}`` for ``optimise.networks`` (default: each
     model's ``init_from``); the optimised weights are written to ``OUT/networks/<name>.npz``.
-    ``start``: starting values by parameter name (default: the declared initial values).
+    ``start_values``: starting values by parameter name (default: the declared initial values).
     """
     from zprime_grad.optimise.sources import open_backend
 
@@ -270,7 +270,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     be = open_backend(config, backend=backend or opt.backend, columns=columns, fileset=fileset, client=client,
                       workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
     try:
-        problem = build_problem(config, be, gradient, networks, start)
+        problem = build_problem(config, be, gradient, networks, start_values)
         if resume == "auto":
             resume = checkpoint.compatible(out, problem.config_hash)
         state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
