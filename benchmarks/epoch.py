@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from zprime_grad.columns import DEFAULT_BUCKETS
+from zprime_grad.columns import DEFAULT_BUCKETS, bucket_length
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -79,12 +79,6 @@ def small_skim(workdir: Path) -> Path:
     fileset = generate_dataset(config, workdir / "generated", progress=False)
     skim_to_directory(config, fileset, workdir / "skim", skim_options(config, executor="iterative", chunksize=200))
     return workdir / "skim"
-
-
-def bucket_length(n, buckets):
-    from zprime_grad.columns import bucket_length as bucket
-
-    return bucket(n, buckets)
 
 
 def plan(descriptions: list[dict], n_events: int) -> list[tuple]:

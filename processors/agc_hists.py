@@ -155,16 +155,15 @@ def run(config, out, *, fileset=None, params=None, executor: str = "iterative", 
         from zprime_grad.pipeline import configured_fileset
 
         fileset = configured_fileset(config)
-    from zprime_grad.skim.runner import declared_branches, reader_options
+    from zprime_grad.skim.runner import declared_reading
 
-    checked = {name: {**entry, "preload": declared_branches(analysis)}  # one bulk read per chunk
-               for name, entry in prepare_fileset(fileset, analysis).items()}
+    checked, iteritems_options = declared_reading(prepare_fileset(fileset, analysis), analysis)  # one bulk read
     runner = processor.Runner(coffea_executor(executor, workers=workers), schema=NanoAODSchema,
                               chunksize=config.skim.chunksize)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Performed attempt")
         result = runner(checked, AGCHistogramProcessor(analysis, theta), treename=config.skim.treename,
-                        iteritems_options=reader_options(analysis))
+                        iteritems_options=iteritems_options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = save_histograms(result["hist_dict"], out / "histograms.root")

@@ -37,12 +37,13 @@ def skim_work_item(item, processor) -> ColumnChunk:
     metadata = {"dataset": item.dataset, "filename": item.filename, "treename": item.treename,
                 "entrystart": item.entrystart, "entrystop": item.entrystop,
                 "fileuuid": str(uuid.UUID(bytes=item.fileuuid)) if item.fileuuid else "", **(item.usermeta or {})}
+    branches = declared_branches(processor)
     try:
         with uproot.open({item.filename: None}) as file:
             events = NanoEventsFactory.from_root(
                 file, treepath=item.treename, schemaclass=NanoAODSchema, metadata=metadata,
                 mode="virtual", entry_start=item.entrystart, entry_stop=item.entrystop,
-                preload=declared_branches(processor), iteritems_options=reader_options(processor),
+                preload=branches, iteritems_options=reader_options(branches),
             ).events()
             tic = time.perf_counter()
             chunk = processor.process(events)["chunks"][0]

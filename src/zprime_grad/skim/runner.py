@@ -78,10 +78,18 @@ def declared_branches(processor) -> list[str] | None:
     return None if branches is None else sorted(branches())
 
 
-def reader_options(processor) -> dict:
+def reader_options(names: list[str] | None) -> dict:
     """``iteritems_options`` for NanoEvents: the declared branches only (``{}`` if none declared)."""
-    names = declared_branches(processor)
     return {} if names is None else {"filter_name": names}
+
+
+def declared_reading(fileset: dict, processor) -> tuple[dict, dict]:
+    """``(fileset, iteritems_options)`` for a coffea ``Runner`` call: every dataset preloads the
+    processor's declared branches and NanoEvents sees only them (unchanged if none are declared)."""
+    names = declared_branches(processor)
+    if names is not None:
+        fileset = {dataset: {**entry, "preload": names} for dataset, entry in fileset.items()}
+    return fileset, reader_options(names)
 
 
 def run_local(fileset: dict, processor, *, executor: str = "iterative", workers: int = 1,
@@ -89,18 +97,15 @@ def run_local(fileset: dict, processor, *, executor: str = "iterative", workers:
     start = time.perf_counter()
     chunks, metrics = [], {}
     params = processor.initial_params()
-    preload = declared_branches(processor)
+    fileset, iteritems_options = declared_reading(fileset, processor)
     for dataset, entry in fileset.items():
-        if preload is not None:
-            entry = {**entry, "preload": preload}
         runner = coffea_processor.Runner(_executor(executor, workers), schema=NanoAODSchema,
                                          chunksize=chunksize, savemetrics=True)
         stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
         try:
             with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
                 warnings.filterwarnings("ignore", message="Performed attempt")
-                out, m = runner({dataset: entry}, processor, treename=treename,
-                              iteritems_options=reader_options(processor))
+                out, m = runner({dataset: entry}, processor, treename=treename, iteritems_options=iteritems_options)
         except UserError:
             raise
         except Exception as err:  # coffea wraps every chunk failure; keep the message, drop the trace

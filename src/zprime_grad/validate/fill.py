@@ -19,7 +19,7 @@ from coffea.nanoevents import NanoAODSchema
 
 from zprime_grad.errors import UserError
 from zprime_grad.skim.fileset import check_files, fill_sumw, load_fileset
-from zprime_grad.skim.runner import user_error_from
+from zprime_grad.skim.runner import declared_reading, user_error_from
 from zprime_grad.validate.hists import Binning, fill_chunk
 from zprime_grad.validate.processor import ValidationProcessor
 
@@ -52,13 +52,15 @@ def fill_with_runner(fileset, analysis, binning: Binning, thetas: Mapping[str, M
                      treename: str = "Events", checked: bool = False) -> dict:
     """``{label: hist.Hist}`` over the whole fileset with `ValidationProcessor` through coffea's Runner."""
     fileset = fileset if checked else prepare_fileset(fileset, analysis)
+    fileset, iteritems_options = declared_reading(fileset, analysis)  # the skim's bulk read of its branches
     runner = coffea_processor.Runner(coffea_executor(executor, workers=workers, client=client),
                                      schema=NanoAODSchema, chunksize=chunksize)
     stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
             warnings.filterwarnings("ignore", message="Performed attempt")
-            out = runner(fileset, ValidationProcessor(analysis, binning, thetas), treename=treename)
+            out = runner(fileset, ValidationProcessor(analysis, binning, thetas), treename=treename,
+                         iteritems_options=iteritems_options)
     except UserError:
         raise
     except Exception as err:
