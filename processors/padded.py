@@ -50,16 +50,6 @@ def _gather(values: np.ndarray, index: np.ndarray, valid: np.ndarray, dtype) -> 
     return out
 
 
-def pad_jagged(values, rows: np.ndarray, width: int, dtype=np.float64) -> np.ndarray:
-    """(len(rows), width) array of a jagged array's values in the selected rows; zero beyond each count.
-
-    ``values`` is the unfiltered NanoAOD branch, so flattening it is a slice, not a copy through an
-    index (filtering the jagged array first makes awkward carry every column: 3x slower).
-    """
-    index, valid = _gather_index(counts(values), rows, width)
-    return _gather(flat(values), index, valid, dtype)
-
-
 @dataclass(frozen=True)
 class Objects:
     """``fields[name]`` has shape (events, width); ``valid`` marks real (and still selected) objects."""
@@ -70,7 +60,8 @@ class Objects:
     @classmethod
     def from_collection(cls, collection, names: dict[str, str], rows=None, *, flat_fields=None) -> "Objects":
         """``names``: output field -> branch field of an (unfiltered) NanoEvents collection, e.g.
-        btag -> btagDeepB; ``rows``: the events to keep (boolean mask or indices; default all);
+        btag -> btagDeepB (unfiltered, so flattening is a slice, not a copy through an index: filtering
+        the jagged array first makes awkward carry every column, 3x slower); ``rows``: the events to keep (boolean mask or indices; default all);
         ``flat_fields``: output field -> per-object numpy array already flattened (e.g. an ID mask)."""
         n = counts(collection)
         rows = np.arange(len(n)) if rows is None else np.asarray(rows)
