@@ -72,7 +72,7 @@ def synthetic_chunk(n=300, seed=1) -> ColumnChunk:
 # ---------------------------------------------------------------------------------- the config
 def test_the_network_config_extends_the_default_and_checks_its_references(tmp_path):
     from zprime_grad.config import ConfigError, load_config
-    from zprime_grad.learn.stage import cuts_only, frozen
+    from zprime_grad.learn.stage import cuts_only, fine_tuning, frozen
 
     default, nn = load_config(), load_config(REPO / "configs" / "zprime_nn.yaml")
     assert nn.generate == default.generate and nn.skim == default.skim  # same data, same skim
@@ -81,6 +81,13 @@ def test_the_network_config_extends_the_default_and_checks_its_references(tmp_pa
     assert spec.n_params >= 500
     assert cuts_only(nn).optimise == default.optimise and not default.models
     assert frozen(nn).optimise.networks["zprime_nn"].learning_rate == 0.0
+    tune = fine_tuning(nn, ["top_pt_threshold"]).optimise  # the fine-tuning stage as optimise.finetune says
+    assert tune.learning_rates["top_pt_threshold"] == pytest.approx(0.1 * nn.optimise.learning_rates["top_pt_threshold"])
+    assert tune.learning_rates["btag_threshold"] == nn.optimise.learning_rates["btag_threshold"]  # not listed
+    assert tune.networks["zprime_nn"].scale == 4.0 and tune.networks["zprime_nn"].learning_rate > 0
+    assert (tune.relaxation.slope_start, tune.relaxation.bandwidth_start, tune.relaxation.anneal_epochs) == (
+        nn.optimise.relaxation.slope_end, nn.optimise.relaxation.bandwidth_end, 0)
+    assert tune.epochs == 60 and frozen(nn).optimise.relaxation == nn.optimise.relaxation
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {REPO / 'configs' / 'zprime_nn.yaml'}\noptimise:\n  networks:\n    other_nn: {{}}\n")
     with pytest.raises(ConfigError, match="other_nn"):

@@ -172,6 +172,8 @@ class OptimiseConfig(Strict):
     fan_in: int = Field(8, ge=2, description="tree-reduction fan-in on the cluster")
     networks: dict[str, "NetworkUseConfig"] = Field(
         default_factory=dict, description="models (top-level section) the channels cut on, fine-tuned with the cuts")
+    finetune: "FineTuneConfig" = Field(default_factory=lambda: FineTuneConfig(),
+                                       description="the fine-tuning stage of zprime-grad run (networks only)")
 
     @model_validator(mode="after")
     def _range_ordered(self) -> "OptimiseConfig":
@@ -260,6 +262,22 @@ class NetworkUseConfig(Strict):
     threshold: float = Field(0.5, description="initial score threshold")
     bounds: tuple[float, float] = (0.01, 0.99)
     scale: float = Field(0.25, gt=0, description="sigmoid width unit of the score cut")
+
+
+class FineTuneConfig(Strict):
+    """How ``zprime-grad run`` fine-tunes the networks' weights with the cuts (`zprime_grad.learn.stage`).
+
+    It starts at the optimum with the pre-trained weights frozen, so the relaxation is held at its end
+    values and the cut thresholds move at a fraction of their step; a softer score cut spreads the weights'
+    gradient over many events instead of the few at a sharp threshold (less memorising of single MC events).
+    """
+
+    epochs: int | None = Field(None, ge=0, description="None: optimise.epochs")
+    threshold_step: float = Field(0.1, ge=0, description="the cut thresholds' Adam step, as a fraction of theirs")
+    score_scale: float | None = Field(
+        None, gt=0, description="sigmoid width unit of every score cut while the weights train (None: its scale)")
+    relaxation: Literal["end", "schedule"] = Field(
+        "end", description="end: slope and bandwidth held at their end values; schedule: annealed again")
 
 
 OptimiseConfig.model_rebuild()
