@@ -87,7 +87,8 @@ def test_the_network_config_extends_the_default_and_checks_its_references(tmp_pa
     assert tune.networks["zprime_nn"].scale == 4.0 and tune.networks["zprime_nn"].learning_rate > 0
     assert (tune.relaxation.slope_start, tune.relaxation.bandwidth_start, tune.relaxation.anneal_epochs) == (
         nn.optimise.relaxation.slope_end, nn.optimise.relaxation.bandwidth_end, 0)
-    assert tune.epochs == 60 and frozen(nn).optimise.relaxation == nn.optimise.relaxation
+    assert tune.epochs == 60 and frozen(nn).optimise.relaxation == tune.relaxation  # both start at an optimum
+    assert nn.optimise.networks["zprime_nn"].threshold <= 0.05  # the frozen stage starts with the score cut open
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"extends: {REPO / 'configs' / 'zprime_nn.yaml'}\noptimise:\n  networks:\n    other_nn: {{}}\n")
     with pytest.raises(ConfigError, match="other_nn"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from zprime_grad.pipeline import run_chain
 
 
@@ -24,6 +26,11 @@ def test_run_writes_every_output_and_reuses_cached_stages(generated, tmp_path):
     validation = json.loads((out / "validation.json").read_text())
     assert validation["heldout"] == "odd"
     assert validation["improvement"] == validation["optimised"]["Z_hard"] / validation["baseline"]["Z_hard"]
+    boot = validation["bootstrap"]  # validation.bootstrap replicas of the held-out MC, both cut sets on each
+    assert boot["replicas"] == config.validation.bootstrap > 0 and boot["reference"] == "baseline"
+    for label in ("baseline", "optimised"):
+        assert boot["analyses"][label]["Z"] == pytest.approx(validation[label]["Z_hard_optimiser_model"], rel=2e-3)
+        assert boot["analyses"][label]["Z_std"] > 0
     params = json.loads((out / "optimise/params.json").read_text())
     assert [p["value"] for p in params["parameters"]] == [
         validation["optimised"]["params"][p["name"]] for p in params["parameters"]

@@ -283,6 +283,15 @@ class FineTuneConfig(Strict):
 OptimiseConfig.model_rebuild()
 
 
+# --------------------------------------------------------------------------------------------- validate
+class ValidationConfig(Strict):
+    """The hard-cut validation on the held-out events (zprime-grad validate; the last stage of run)."""
+
+    bootstrap: int = Field(0, ge=0, description="Poisson bootstrap replicas of the held-out MC: the spread of "
+                                                 "Z0 and of the ratio between analyses (0: off)")
+    seed: int = Field(0, description="seed of the bootstrap counts")
+
+
 # --------------------------------------------------------------------------------------------- root
 class AnalysisConfig(Strict):
     name: str = "zprime_ttbar"
@@ -298,6 +307,7 @@ class Config(Strict):
         None, description="coffea fileset (JSON path, or inline) that run skims instead of generating; "
         "relative paths are relative to this config file")
     optimise: OptimiseConfig = OptimiseConfig()
+    validation: ValidationConfig = ValidationConfig()
     skim: SkimConfig = SkimConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="learned observables (zprime-grad train)")
     cluster: ClusterConfig = ClusterConfig()

@@ -186,7 +186,7 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     summary = {
         "heldout": "odd", "heldout_weight_scale": HALF_SCALE,
         "observable": binning.observable, "edges": list(binning.edges), "channels": channels,
-        "processes": processes, "fit_data": "pseudo-data" if pseudo_data else "asimov", "source": used,
+        "processes": processes, "variations": variations, "fit_data": "pseudo-data" if pseudo_data else "asimov", "source": used,
         "fit_luminosity_fraction": 1.0 / HALF_SCALE if pseudo_data else 1.0,
         **results,
         "improvement": (opt / base) if base and opt is not None else None,
@@ -199,6 +199,13 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     }
     if measure:
         summary.update(measurement_summary(results, payload))
+    elif config.validation.bootstrap and columns is not None:  # the held-out MC's own noise on Z0 and the ratio
+        from zprime_grad.validate.bootstrap import Analysis, bootstrap
+
+        summary["bootstrap"] = bootstrap(columns, {k: Analysis(binning, thetas[k]) for k in LABELS},
+                                         processes=processes, variations=variations, settings=settings,
+                                         reference="baseline", replicas=config.validation.bootstrap,
+                                         seed=config.validation.seed)
     if plots:
         from zprime_grad.validate.report import write_report
 

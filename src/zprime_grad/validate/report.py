@@ -28,6 +28,12 @@ def render(summary: dict, images: dict[str, bytes]) -> str:
          _row("Z soft (optimiser, odd events)", "", _fmt(opt.get("Z_soft"))),
          _row("μ̂ (fit to pseudo-data)", _fmt(base["fit"].get("mu_hat")), _fmt(opt["fit"].get("mu_hat"))),
          _row("σ(μ̂)", _fmt(base["fit"].get("mu_uncertainty")), _fmt(opt["fit"].get("mu_uncertainty")))]
+    boot = (summary.get("bootstrap") or {}).get("analyses")
+    if boot:  # the held-out MC's own noise (validation.bootstrap replicas)
+        z += [_row("± bootstrap of the held-out MC (optimiser's model)", _fmt(boot["baseline"]["Z_std"], 2),
+                   _fmt(boot["optimised"]["Z_std"], 2)),
+              _row("improvement, bootstrap 68 % interval", "",
+                   "{:.3f} – {:.3f}".format(*boot["optimised"]["ratio_interval_68"]))]
     if summary.get("figure_of_merit") == "mu_uncertainty":  # a measurement: the optimised σ(μ), Asimov
         z += [_row("σ(μ) hard (pyhf, Asimov Hessian)", _fmt(base.get("mu_uncertainty_hard")),
                    _fmt(opt.get("mu_uncertainty_hard"))),
@@ -87,4 +93,19 @@ def _learned(summary: dict) -> str:
                     f"{_fmt(t['loss_initial']['loss_heldout'])} → {_fmt(t['loss_best']['loss_heldout'])}</li>")
     return (f"<h2>Learned observables</h2><p>{html.escape(learned.get('heldout', ''))}; fine-tuned / cuts only: "
             f"<b>{_fmt(learned.get('finetuned_over_cuts_only'))}</b></p><table>{''.join(rows)}</table>"
-            f"<ul>{''.join(nets)}</ul>\n")
+            f"{_bootstrap(learned.get('bootstrap'))}<ul>{''.join(nets)}</ul>\n")
+
+
+def _bootstrap(boot: dict | None) -> str:
+    """The analyses on the same bootstrap replicas of the held-out MC: Z₀ ± spread, ratio to the reference."""
+    if not boot:
+        return ""
+    ref = boot["reference"]
+    rows = [_row("analysis", "Z (optimiser's model)", "± bootstrap", f"ratio to {ref}", "± bootstrap",
+                 "68 % interval", "replicas above", header=True)]
+    for label, a in boot["analyses"].items():
+        lo, hi = a["ratio_interval_68"]
+        rows.append(_row(label, _fmt(a["Z"]), _fmt(a["Z_std"], 2), _fmt(a[f"ratio_to_{ref}"]), _fmt(a["ratio_std"], 2),
+                         f"{lo:.3f} – {hi:.3f}", f"{a['fraction_above_reference']:.0%}"))
+    return (f"<p>{boot['replicas']} replicas: {html.escape(boot['method'])}.</p>"
+            f"<table>{''.join(rows)}</table>")
