@@ -21,7 +21,7 @@ import numpy as np
 
 from zprime_grad.optimise.layout import Layout
 from zprime_grad.optimise.model import ModelSettings
-from zprime_grad.validate.compare import hard_layout
+from zprime_grad.validate.compare import hard_layout, without_variations_of_empty
 from zprime_grad.validate.hists import HALF_SCALE, HELDOUT_PARITY, NOMINAL, Binning, variations_of
 
 
@@ -105,6 +105,7 @@ def replica_significances(H: np.ndarray, layout: Layout, settings: ModelSettings
     """Z₀ (expected discovery, Asimov) of each replica in the optimiser's likelihood."""
     from zprime_grad.optimise.objective import Objective
 
+    H = without_variations_of_empty(H)  # replica by replica, as every hard-cut model
     objective = Objective("discovery", layout, settings, H[0])
     return np.array([objective.value(h) for h in H])
 

@@ -206,6 +206,8 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
                                          processes=processes, variations=variations, settings=settings,
                                          reference="baseline", replicas=config.validation.bootstrap,
                                          seed=config.validation.seed)
+    elif config.validation.bootstrap:
+        log.warning("validate: validation.bootstrap needs skimmed columns (--columns); no bootstrap from a fileset")
     if plots:
         from zprime_grad.validate.report import write_report
 

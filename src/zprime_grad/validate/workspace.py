@@ -6,6 +6,8 @@
   every background template (nominal and variations) gets ``optimise.background_floor`` events per bin
   (`zprime_grad.optimise.model.histograms_to_templates` does the same to the soft templates), so an empty
   background bin never carries a signal-only bin, and a normalisation ratio is never 0/0.
+  A process with no event in a channel keeps its variations empty there too
+  (`zprime_grad.validate.compare.without_variations_of_empty`): no ratio to the floor.
 * A cabinetry config generated from the optimiser's `ModelSettings` (`cabinetry_config`) mirrors its model:
 
   ==========================  ================================================================
@@ -63,26 +65,31 @@ def _th1(values, variances, edges, name: str) -> hist.Hist:
     return h
 
 
-def _templates(h: hist.Hist, channels, processes, variations, *, floor: Mapping[str, float] | None = None):
-    """``{"{channel}_{process}_{variation}": (values, variances)}``; data: nominal only."""
+def _templates(h: hist.Hist, channels, processes, variations, *, floor: Mapping[str, float] | None = None,
+               fit_inputs: bool = False):
+    """``{"{channel}_{process}_{variation}": (values, variances)}``; data: nominal only. ``fit_inputs``:
+    an empty nominal keeps its variations empty too (`compare.without_variations_of_empty`)."""
     floor = floor or {}
     out = {}
     for ch in channels:
         for p in processes:
+            nominal = template(h, ch, p, NOMINAL)
+            empty = fit_inputs and nominal[0].sum() == 0.0
             for v in ([NOMINAL] if p == DATA else variations):
-                values, variances = template(h, ch, p, v)
+                values, variances = nominal if empty or v == NOMINAL else template(h, ch, p, v)
                 out[f"{ch}_{p}_{v}"] = (values + floor.get(p, 0.0), variances)
     return out
 
 
 def write_root(path: Path, hists: Mapping[str, hist.Hist], channels, processes, variations, *,
-               floor: Mapping[str, float] | None = None) -> list[str]:
+               floor: Mapping[str, float] | None = None, fit_inputs: bool = False) -> list[str]:
     """One TH1D per template under ``{label}/``; returns the object paths written."""
     written = []
     with uproot.recreate(path) as f:
         for label, h in hists.items():
             edges = h.axes["observable"].edges
-            for name, (values, variances) in _templates(h, channels, processes, variations, floor=floor).items():
+            for name, (values, variances) in _templates(h, channels, processes, variations, floor=floor,
+                                                        fit_inputs=fit_inputs).items():
                 f[f"{label}/{name}"] = _th1(values, variances, edges, name)
                 written.append(f"{label}/{name}")
     return written
@@ -160,7 +167,8 @@ def workspaces(hists: Mapping[str, hist.Hist], out: Path, *, channels: Sequence[
     folder = out / "cabinetry"
     folder.mkdir(parents=True, exist_ok=True)
     inputs = folder / "inputs.root"
-    write_root(inputs, hists, channels, processes, variations, floor=background_floor(settings, processes))
+    write_root(inputs, hists, channels, processes, variations, floor=background_floor(settings, processes),
+               fit_inputs=True)
     specs = {}
     for label, h in hists.items():
         cfg = cabinetry_config(inputs=inputs, label=label, histogram_folder=folder / f"histograms_{label}",
