@@ -111,9 +111,9 @@ def test_analysis_optimise_on_chunks_skimmed_resident_on_the_workers(config, gen
     got = json.loads((tmp_path / "optimisation.json").read_text())["epochs"]
     want = json.loads((local_result[0] / "optimisation.json").read_text())["epochs"][:2]
     assert json.loads((tmp_path / "optimisation.json").read_text())["backend"] == "dask"
-    for g, w in zip(got, want, strict=True):
+    for g, w in zip(got, want, strict=True):  # other chunk boundaries: another float32 summation order
         assert g["z_train"] == pytest.approx(w["z_train"], rel=1e-6)
-        assert np.allclose(g["grad"], w["grad"], rtol=1e-6, atol=1e-9)
+        assert np.allclose(g["grad"], w["grad"], rtol=1e-5, atol=1e-9)
 
 
 def test_a_killed_worker_costs_a_recomputation_not_the_result(config, columns, client, local_result, tmp_path):
