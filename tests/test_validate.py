@@ -212,6 +212,13 @@ def _same(a: dict, b: dict) -> None:
             np.testing.assert_allclose(x.get(key, zero)[1], y.get(key, zero)[1], rtol=1e-12, atol=1e-12, err_msg=str(key))
 
 
+def processes_and_variations(skim_dir) -> tuple[list[str], list[str]]:
+    from zprime_grad.validate.hists import NOMINAL, variations_of
+
+    mc = [c for c in (ColumnChunk.from_npz(p) for p in chunk_paths(skim_dir)) if not c.is_data]
+    return sorted({c.process for c in mc}), sorted({v for c in mc for v, _, _ in variations_of(c)} - {NOMINAL})
+
+
 def test_every_executor_and_dask_awkward_give_identical_histograms(generated, skim_dir):
     from zprime_grad.skim.pipeline import connect, make_processor, run_skim, skim_options
     from zprime_grad.validate.dask_mode import fill_with_dask_awkward
@@ -240,6 +247,17 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
                             client=client)  # chunks kept on the workers: filled there, only hists come back
         try:
             _same(iterative, fill_from_columns(resident, binning, thetas))
+            # the bootstrap replicas go through the same reduction: on the workers = from the skim directory
+            from zprime_grad.validate.bootstrap import Analysis, replica_histograms
+            from zprime_grad.validate.compare import hard_layout
+
+            layout = hard_layout(binning, *processes_and_variations(skim_dir))
+            analyses = {k: Analysis(binning, v) for k, v in thetas.items()}
+            on_workers = replica_histograms(resident, analyses, {k: layout for k in thetas}, 5, seed=3)
+            from_disk = replica_histograms(skim_dir, analyses, {k: layout for k in thetas}, 5, seed=3)
+            for label in thetas:
+                assert on_workers[label][:, :, :, 0].sum() > 0
+                np.testing.assert_allclose(on_workers[label], from_disk[label], rtol=1e-12, atol=1e-12)
         finally:
             resident.close()
     finally:

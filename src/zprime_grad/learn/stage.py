@@ -94,22 +94,17 @@ def bootstrap_analyses(config: Config, out: Path, skim_dir: Path, summary: dict)
     (``validation.bootstrap``): is the ratio between them more than the held-out MC's own noise?"""
     if not config.validation.bootstrap:
         return None
-    from zprime_grad.learn.attach import validation_networks
     from zprime_grad.optimise.model import ModelSettings
-    from zprime_grad.selection import parameters
     from zprime_grad.skim.pipeline import make_processor, skim_options
     from zprime_grad.validate.bootstrap import Analysis, bootstrap
-    from zprime_grad.validate.driver import load_params
-    from zprime_grad.validate.hists import Binning
+    from zprime_grad.validate.driver import hard_cuts
 
     analysis = make_processor(config, skim_options(config))
-    theta, _ = load_params(out / "optimise" / "params.json", analysis.parameters())
-    analyses = {"cuts_only": Analysis(Binning.from_config(analysis.channels, cuts_only(config)), theta)}
-    for key in VARIANTS:
-        params = out / f"optimise_{key}" / "params.json"
-        channels, weights = validation_networks(config, analysis.channels, params)
-        theta, _ = load_params(params, parameters(channels))
-        analyses[key] = Analysis(Binning.from_config(channels, config), {**theta, **weights})
+    analyses = {}
+    for key, variant, opt_dir in (("cuts_only", cuts_only(config), "optimise"),
+                                  *((key, config, f"optimise_{key}") for key in VARIANTS)):
+        binning, theta, weights, _ = hard_cuts(variant, analysis, out / opt_dir / "params.json")
+        analyses[key] = Analysis(binning, {**theta, **weights})
     return bootstrap(skim_dir, analyses, processes=summary["processes"], variations=summary["variations"],
                      settings=ModelSettings.from_config(config), reference="cuts_only",
                      replicas=config.validation.bootstrap, seed=config.validation.seed)
@@ -134,15 +129,14 @@ def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, work
             _row("cuts only (optimised)", "cuts_only", summary["optimised"], network_params=0, trainable=0,
                  params_file="optimise/params.json")]
     extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
-    start = theta_star(out / "optimise")  # the cuts-only θ*
-    thresholds = list(start)
-    for key in ("pretrained", "finetuned"):
-        variant = frozen(config) if key == "pretrained" else fine_tuning(config, thresholds)
-        if key == "finetuned":
-            start = theta_star(out / "optimise_pretrained")  # cut and score thresholds, weights frozen
+    cut_thresholds = list(theta_star(out / "optimise"))
+    # each stage starts where the previous one ended: the cuts-only θ*, then the frozen network's thresholds
+    stages = (("pretrained", frozen(config), "optimise"),
+              ("finetuned", fine_tuning(config, cut_thresholds), "optimise_pretrained"))
+    for key, variant, start in stages:
         opt_dir = out / f"optimise_{key}"
         result = optimise(variant, out=opt_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
-                          client=client, networks=paths, start_values=start, **extra)
+                          client=client, networks=paths, start_values=theta_star(out / start), **extra)
         n_params = {k: v["n_params"] for k, v in result.get("networks", {}).items()}
         log.info("run: optimise (%s) -> %s", key, opt_dir)
         checked = validate(variant, params=opt_dir / "params.json", out=out / f"validate_{key}", columns=skim_dir,

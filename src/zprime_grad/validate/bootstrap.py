@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Mapping
+from functools import partial
+from typing import Mapping
 
 import numpy as np
 
 from zprime_grad.optimise.layout import Layout
 from zprime_grad.optimise.model import ModelSettings
 from zprime_grad.validate.compare import hard_layout, without_variations_of_empty
-from zprime_grad.validate.hists import HALF_SCALE, HELDOUT_PARITY, NOMINAL, Binning, variations_of
+from zprime_grad.validate.hists import NOMINAL, Binning, selections
 
 
 @dataclass(frozen=True)
@@ -50,55 +50,39 @@ def _bin_sums(counts: np.ndarray, w: np.ndarray, x: np.ndarray, edges: np.ndarra
     return (c * w) @ onehot, (c * w * w) @ onehot
 
 
-def replica_histograms(chunks: Iterable, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout],
-                       replicas: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``{label: H[replica, process, channel, template, bin]}`` over the held-out MC events, replica 0
-    nominal; ``layouts[label]`` fixes the order of processes, channels and variations."""
+def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout], replicas: int,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """One chunk's ``{label: H[replica, process, channel, template, bin]}``: its held-out MC events
+    as `hists.selections` picks them for the hard-cut templates, each × its replica counts."""
     out = {label: np.zeros((replicas + 1, *layouts[label].shape)) for label in analyses}
-    for chunk in chunks:
-        if chunk.is_data:
+    if chunk.is_data:
+        return out
+    counts = event_counts(chunk, replicas, seed)
+    for label, analysis in analyses.items():
+        layout, H = layouts[label], out[label]
+        if chunk.process not in layout.processes:
             continue
-        n = chunk.n_events
-        counts = event_counts(chunk, replicas, seed)
-        heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
-        for label, analysis in analyses.items():
-            layout, H = layouts[label], out[label]
-            if chunk.process not in layout.processes:
-                continue
-            p = layout.processes.index(chunk.process)
-            slots = {NOMINAL: 0, **{v: t for t, v in enumerate(layout.weight_variations, start=2)}}
-            edges = np.asarray(analysis.binning.edges, float)
-            for variation, view, weight in variations_of(chunk):
-                columns = {k: v[:n] for k, v in chunk.view(view).items()}
-                w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
-                for c, channel in enumerate(analysis.binning.channels):
-                    keep = heldout & np.asarray(channel.hard_mask(columns, analysis.theta), bool)
-                    x = np.asarray(columns[channel.observable], np.float64)[keep]
-                    sums, squares = _bin_sums(counts[:, keep], w[keep], x, edges)
-                    H[:, p, c, slots[variation]] += sums
-                    if variation == NOMINAL:
-                        H[:, p, c, 1] += squares
+        p = layout.processes.index(chunk.process)
+        slots = {NOMINAL: 0, **{v: t for t, v in enumerate(layout.weight_variations, start=2)}}
+        edges = np.asarray(analysis.binning.edges, float)
+        for _, channel, _, variation, keep, x, w in selections(chunk, analysis.binning, {label: analysis.theta}):
+            c = layout.channel_names.index(channel)
+            sums, squares = _bin_sums(counts[:, keep], w, x, edges)
+            H[:, p, c, slots[variation]] += sums
+            if variation == NOMINAL:
+                H[:, p, c, 1] += squares
     return out
 
 
-def replica_histograms_from(columns, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout],
-                            replicas: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """`replica_histograms` over a skim directory, a `SkimResult`, a list of chunks, or chunks resident
-    on Dask workers (filled where they are; only the ``[replicas + 1, …]`` arrays come back)."""
-    if isinstance(columns, (list, tuple)):
-        return replica_histograms(columns, analyses, layouts, replicas, seed)
-    if hasattr(columns, "futures") and hasattr(columns, "client"):
-        client = columns.client
-        parts = client.map(lambda chunk: replica_histograms([chunk], analyses, layouts, replicas, seed),
-                           list(columns.futures), pure=False)
-        return client.submit(lambda hs: {k: sum(h[k] for h in hs) for k in analyses}, parts).result()
-    if hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):
-        return replica_histograms(columns.chunks, analyses, layouts, replicas, seed)
-    from zprime_grad.columns import ColumnChunk
-    from zprime_grad.optimise.sources import chunk_paths
+def replica_histograms(columns, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout],
+                       replicas: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``{label: H[replica, process, channel, template, bin]}`` over the held-out MC events of skimmed
+    chunks (any source `validate.fill.reduce_columns` takes; on Dask, filled where the chunks are),
+    replica 0 nominal; ``layouts[label]`` fixes the order of processes, channels and variations."""
+    from zprime_grad.validate.fill import reduce_columns
 
-    chunks = (ColumnChunk.from_npz(p) for p in chunk_paths(columns))
-    return replica_histograms(chunks, analyses, layouts, replicas, seed)
+    return reduce_columns(columns, partial(chunk_replicas, analyses=analyses, layouts=layouts,
+                                           replicas=replicas, seed=seed))
 
 
 def replica_significances(H: np.ndarray, layout: Layout, settings: ModelSettings) -> np.ndarray:
@@ -129,7 +113,7 @@ def bootstrap(columns, analyses: Mapping[str, Analysis], *, processes, variation
               reference: str, replicas: int, seed: int = 0) -> dict:
     """Held-out Z₀ of every analysis on ``replicas`` bootstrap replicas, compared with ``reference``."""
     layouts = {label: hard_layout(a.binning, processes, variations) for label, a in analyses.items()}
-    H = replica_histograms_from(columns, analyses, layouts, replicas, seed)
+    H = replica_histograms(columns, analyses, layouts, replicas, seed)
     z = {label: replica_significances(H[label], layouts[label], settings) for label in analyses}
     return {"replicas": replicas, "seed": seed, "reference": reference,
             "method": "Poisson(1) bootstrap of the held-out MC events, the same replicas for every analysis; "

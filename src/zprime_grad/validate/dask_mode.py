@@ -36,7 +36,7 @@ def fill_entries(events, analysis, binning: Binning, thetas, codes: Mapping[str,
     index = {axis: {name: i for i, name in enumerate(names)} for axis, names in codes.items()}
     parts = {f: [] for f in FIELDS}
     for chunk in analysis.process(events)["chunks"]:
-        for label, channel, process, variation, x, w in selections(chunk, binning, thetas):
+        for label, channel, process, variation, _, x, w in selections(chunk, binning, thetas):
             for f, value in (("label", label), ("channel", channel), ("process", process), ("variation", variation)):
                 parts[f].append(np.full(len(x), index[f][value], np.int64))
             parts["x"].append(x)

@@ -64,6 +64,21 @@ def load_params(params, declared: Mapping) -> tuple[dict[str, float], dict]:
         raise UserError(f"{source}: parameter values must be numbers") from None
 
 
+def hard_cuts(config: Config, analysis, params) -> tuple[Binning, dict[str, float], dict, dict]:
+    """What ``params`` (a ``params.json`` …) selects with hard cuts: the binned channels (with the score
+    cuts of ``optimise.networks``), θ, ``{network: weights}`` from the files ``params.json`` lists,
+    and the payload."""
+    channels, declared, networks = analysis.channels, analysis.parameters(), {}
+    if config.optimise.networks:  # score cuts of learned networks: weights from the files params.json lists
+        from zprime_grad.learn.attach import validation_networks
+        from zprime_grad.selection import parameters
+
+        channels, networks = validation_networks(config, analysis.channels, params)
+        declared = parameters(channels)
+    theta, payload = load_params(params, declared)
+    return Binning.from_config(channels, config), theta, networks, payload
+
+
 def mc_processes(fileset: dict | None, hists) -> list[str]:
     """The MC processes of the model: from the fileset metadata (a process with no selected event still
     belongs to the model, as in the optimiser's layout), else those in the histograms."""
@@ -133,16 +148,8 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = make_processor(config, skim_options(config))
-    channels, declared, networks = analysis.channels, analysis.parameters(), {}
-    if config.optimise.networks:  # score cuts of learned networks: weights from the files params.json lists
-        from zprime_grad.learn.attach import validation_networks
-        from zprime_grad.selection import parameters
-
-        channels, networks = validation_networks(config, analysis.channels, params)
-        declared = parameters(channels)
-    theta_opt, payload = load_params(params, declared)
+    binning, theta_opt, networks, payload = hard_cuts(config, analysis, params)
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
-    binning = Binning.from_config(channels, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
         hists, checked, used = fill_histograms(config, analysis, binning, thetas, columns=columns, fileset=fileset,

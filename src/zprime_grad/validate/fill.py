@@ -9,6 +9,7 @@ exactly as for the skim.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -69,28 +70,34 @@ def fill_with_runner(fileset, analysis, binning: Binning, thetas: Mapping[str, M
 
 
 def add_outputs(parts) -> dict:
-    """Σ of ``{label: Hist}`` outputs (what coffea's accumulate does for them)."""
+    """Σ of dicts of summable values (``{label: Hist}`` as coffea's accumulate adds them, or arrays)."""
     total: dict = {}
     for filled in parts:
         total = filled if not total else {k: total[k] + filled[k] for k in total}
     return total
 
 
-def _fill_all(chunks, binning, thetas) -> dict:
-    return add_outputs(fill_chunk(chunk, binning, thetas) for chunk in chunks)
+def reduce_columns(columns, per_chunk) -> dict:
+    """Σ ``per_chunk(chunk)`` (a dict of summable values) over skimmed chunks: a skim directory, a
+    `SkimResult`, a list of chunks, or `ResidentChunks` (computed on the workers that hold the chunks;
+    only the results come back)."""
+    if hasattr(columns, "futures") and hasattr(columns, "client"):  # resident on Dask
+        client = columns.client
+        parts = client.map(per_chunk, list(columns.futures), pure=False)
+        return client.submit(add_outputs, parts).result()
+    if isinstance(columns, (list, tuple)):
+        chunks = columns
+    elif hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):
+        chunks = columns.chunks
+    else:
+        from zprime_grad.columns import ColumnChunk
+        from zprime_grad.optimise.sources import chunk_paths
+
+        chunks = (ColumnChunk.from_npz(p) for p in chunk_paths(columns))
+    return add_outputs(per_chunk(chunk) for chunk in chunks)
 
 
 def fill_from_columns(columns, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict:
-    """The same histograms from skimmed chunks: a skim directory, a `SkimResult`, or `ResidentChunks`
-    (filled on the workers that hold the chunks; only histograms come back)."""
+    """The same histograms from skimmed chunks (any source `reduce_columns` takes)."""
     thetas = {k: dict(v) for k, v in thetas.items()}
-    if hasattr(columns, "futures") and hasattr(columns, "client"):  # resident on Dask
-        client = columns.client
-        parts = client.map(fill_chunk, list(columns.futures), binning=binning, thetas=thetas, pure=False)
-        return client.submit(add_outputs, parts).result()
-    if hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):
-        return _fill_all(columns.chunks, binning, thetas)
-    from zprime_grad.columns import ColumnChunk
-    from zprime_grad.optimise.sources import chunk_paths
-
-    return _fill_all((ColumnChunk.from_npz(p) for p in chunk_paths(columns)), binning, thetas)
+    return reduce_columns(columns, functools.partial(fill_chunk, binning=binning, thetas=thetas))

@@ -73,7 +73,8 @@ def variations_of(chunk) -> list[tuple[str, str, str]]:
 
 
 def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]):
-    """Yield ``(label, channel, process, variation, x, w)``: the held-out events each template receives."""
+    """Yield ``(label, channel, process, variation, keep, x, w)``: the held-out events each template
+    receives (``keep``: their mask over the chunk's events; ``x``, ``w``: theirs)."""
     n = chunk.n_events
     process = DATA if chunk.is_data else chunk.process
     heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
@@ -84,7 +85,7 @@ def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]
             for channel in binning.channels:
                 keep = heldout & channel.hard_mask(columns, theta)
                 x = np.asarray(columns[channel.observable], np.float64)
-                yield label, channel.name, process, variation, x[keep], w[keep]
+                yield label, channel.name, process, variation, keep, x[keep], w[keep]
 
 
 def fill_chunk(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict[str, hist.Hist]:
@@ -92,7 +93,7 @@ def fill_chunk(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]
     process = DATA if chunk.is_data else chunk.process
     categories = ([c.name for c in binning.channels], [process], [v for v, _, _ in variations_of(chunk)])
     out = {label: empty_hist(binning, *categories) for label in thetas}  # every template exists, even if empty
-    for label, channel, process, variation, x, w in selections(chunk, binning, thetas):
+    for label, channel, process, variation, _, x, w in selections(chunk, binning, thetas):
         out[label].fill(channel=channel, process=process, variation=variation, observable=x, weight=w)
     return out
 
