@@ -64,12 +64,22 @@ def _gen_part(truth: Truth) -> ak.Array:
     return _collection(fields, g.counts)
 
 
-def reconstruct(truth: Truth, rng: np.random.Generator, first_event: int, *, is_data: bool = False) -> dict:
-    """All Events branches of one batch: ``{name: flat array}`` and ``{Collection: jagged records}``."""
+def reconstruct(
+    truth: Truth, rng: np.random.Generator, first_event: int, *, is_data: bool = False,
+    extra_rng: np.random.Generator | None = None,
+) -> dict:
+    """All Events branches of one batch: ``{name: flat array}`` and ``{Collection: jagged records}``.
+
+    ``rng`` draws every branch that existed before the AGC's; ``extra_rng`` (default: a child spawned
+    from ``rng``'s seed sequence, which leaves ``rng``'s stream untouched) draws CSVv2, ip3d, sip3d."""
     n = truth.n_events
+    if extra_rng is None:
+        extra_rng = rng.spawn(1)[0]
     muons, muon_idx = detector.leptons(truth, 13, rng)
     electrons, electron_idx = detector.leptons(truth, 11, rng)
-    jets, _, kept_gen_jets = detector.jets_ak4(truth, rng)
+    jets, _, kept_gen_jets = detector.jets_ak4(truth, rng, extra_rng)
+    for leptons, idx in ((muons, muon_idx), (electrons, electron_idx)):
+        leptons.fields |= detector.impact_parameters(truth.origin[idx], leptons.fields["pt"], extra_rng)
     fat, _ = detector.fat_jets(truth, rng)
     met = detector.missing_et(truth, jets, kept_gen_jets, [(muons, muon_idx), (electrons, electron_idx)], rng)
     _cross_reference(muons, jets, "muon")

@@ -4,7 +4,9 @@ A file is the unit of work, of caching and of parallelism. Its name carries a ha
 that determines its content (sample settings, seed, event count, generator version), so a finished
 file is never regenerated for the same settings and a changed setting never reuses a stale file.
 Each file has its own seeds, derived from (global seed, sample, file index) with numpy's
-SeedSequence: Pythia's and the detector's random streams are independent and reproducible.
+SeedSequence: Pythia's and the detector's random streams are independent and reproducible. The
+branches added for the AGC analysis (version 3: CSVv2, lepton ip3d/sip3d) draw from a third child of
+the same sequence, so every branch that existed before has the values it had in version 2.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from zprime_grad import atomic
 from zprime_grad.config import SampleConfig
 
 # Bump when the detector model or the NanoAOD layout changes: it invalidates every cached file.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
+EXTRA_STREAM = 2  # spawn key of the AGC quantities' stream (0: Pythia, 1: the detector)
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,17 @@ class FileJob:
     def summary_path(self) -> Path:
         return self.path.with_suffix(".json")
 
+    def _entropy(self) -> list[int]:
+        return [self.seed, zlib.crc32(self.sample.encode()), self.file_index]
+
     def seeds(self) -> tuple[int, np.random.SeedSequence]:
         """(Pythia seed, detector seed sequence) for this file."""
-        sequence = np.random.SeedSequence([self.seed, zlib.crc32(self.sample.encode()), self.file_index])
-        pythia_child, detector_child = sequence.spawn(2)
+        pythia_child, detector_child = np.random.SeedSequence(self._entropy()).spawn(2)
         return int(pythia_child.generate_state(1)[0] % 900_000_000) + 1, detector_child
+
+    def extra_seed(self) -> np.random.SeedSequence:
+        """The seed sequence of the branches added after version 2 (independent of ``seeds()``)."""
+        return np.random.SeedSequence(self._entropy(), spawn_key=(EXTRA_STREAM,))
 
 
 def cached_summary(job: FileJob) -> dict | None:
@@ -92,6 +101,7 @@ def generate_file(job: FileJob, progress=None) -> dict:
         raise RuntimeError(f"Pythia failed to initialise for sample {job.sample}")
     charge_of = pythia.particleData.charge
     rng = np.random.default_rng(detector_seed)
+    extra_rng = np.random.default_rng(job.extra_seed())
 
     start, batches, done = time.perf_counter(), [], 0
     first_event = job.file_index * 10_000_000
@@ -100,7 +110,8 @@ def generate_file(job: FileJob, progress=None) -> dict:
         batch = pythia.nextBatch(n)
         if len(batch) == 0:
             raise RuntimeError(f"Pythia produced no events for sample {job.sample}")
-        batches.append(nanoaod.reconstruct(truth.from_batch(batch, charge_of), rng, first_event + done))
+        batches.append(nanoaod.reconstruct(truth.from_batch(batch, charge_of), rng, first_event + done,
+                                              extra_rng=extra_rng))
         done += len(batch)
         if progress is not None:
             progress.put((job.sample, len(batch)))

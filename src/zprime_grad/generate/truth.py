@@ -3,8 +3,9 @@
 ``pythia.nextBatch`` hands over the full event record as an awkward array (built in C++, so no
 per-particle Python). This module reduces it to what the detector model needs, as flat numpy arrays
 with per-event counts: visible stable particles with their charges, neutrinos, b/c hadrons for jet
-flavour, the hadronic-top partons for fat-jet tagging, and a small NanoAOD-like ``GenPart`` record.
-The record walking (copies, mothers) is a numba loop: it is sequential by nature.
+flavour, the hadronic-top partons for fat-jet tagging, the heavy-flavour origin of each visible lepton
+(for its impact parameter), and a small NanoAOD-like ``GenPart`` record. The record walking (copies,
+mothers, ancestry) is a numba loop: it is sequential by nature.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Truth:
     gen: GenRecord
     weight: np.ndarray
     n_events: int
+    origin: np.ndarray | None = None  # per visible particle: 5/4 a lepton from a b/c hadron decay, else 0
 
 
 def heaviest_quark(pdg: np.ndarray) -> np.ndarray:
@@ -169,6 +171,35 @@ def _walk(offsets, pid, status, mother1, daughter1, daughter2):  # pragma: no co
     )
 
 
+@numba.njit(cache=True)
+def _heavy_origin(offsets, pid, mother1, particles):  # pragma: no cover - numba
+    """For each given particle (global index): 5 if a b hadron is among its decay ancestors, 4 if a c
+    hadron is (and no b), else 0. The walk climbs hadrons, leptons and photons and stops at the first
+    parton or string: above that, ancestry is the hard process, not a decay chain."""
+    event = np.searchsorted(offsets, particles, side="right") - 1
+    out = np.zeros(len(particles), np.int64)
+    for k in range(len(particles)):
+        lo = offsets[event[k]]
+        j = mother1[particles[k]]
+        flavour = 0
+        for _ in range(100):
+            if j <= 0:
+                break
+            a = abs(pid[lo + j])
+            if a < 100 and a != 11 and a != 13 and a != 15 and a != 22:
+                break
+            n1, n2 = (a // 1000) % 10, (a // 100) % 10
+            q = (n1 if n1 > 0 else n2) if a >= 100 else 0
+            if q == 5:
+                flavour = 5
+                break
+            if q == 4:
+                flavour = 4
+            j = mother1[lo + j]
+        out[k] = flavour
+    return out
+
+
 def _flat(x: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.flatten(x))
 
@@ -196,8 +227,13 @@ def from_batch(batch: ak.Array, charge_of) -> Truth:
     b_hadrons = everything.select((flavour == 5) & hadron_pt_ok)
     c_hadrons = everything.select((flavour == 4) & hadron_pt_ok)
 
+    mother1 = _flat(prt.mother1)
+    origin = np.zeros(len(pid), np.int64)
+    lepton = visible_mask & np.isin(np.abs(pid), (11, 13))
+    origin[lepton] = _heavy_origin(offsets, pid, mother1, np.flatnonzero(lepton))
+
     gen_idx, gen_mother, gen_counts, top_idx, top_tag, top_counts = _walk(
-        offsets, pid, status, _flat(prt.mother1), _flat(prt.daughter1), _flat(prt.daughter2)
+        offsets, pid, status, mother1, _flat(prt.daughter1), _flat(prt.daughter2)
     )
     gen_global = np.repeat(offsets[:-1], gen_counts) + gen_idx
     top_global = np.repeat(offsets[:-1], top_counts) + top_idx
@@ -216,4 +252,5 @@ def from_batch(batch: ak.Array, charge_of) -> Truth:
         gen=gen,
         weight=ak.to_numpy(batch.info.weights[:, 0]).astype(np.float64),
         n_events=len(counts),
+        origin=origin[visible_mask],
     )
