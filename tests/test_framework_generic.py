@@ -36,7 +36,7 @@ def test_config_without_generate_and_with_a_fileset(tmp_path):
     assert config.generate is None
     resolved = configured_fileset(config)
     assert resolved["ds"]["files"] == {str(tmp_path / "../data/f.root"): "Events"}
-    assert resolved["ds"]["metadata"] == {"xsec": 1.0}
+    assert resolved["ds"]["metadata"] == {"xsec": 1.0, "logical_names": {str(tmp_path / "../data/f.root"): "../data/f.root"}}
     assert configured_fileset(_config(tmp_path, fileset="sets/fs.json")) == str(tmp_path / "sets/fs.json")
     assert load_config().generate is not None  # the default config still generates its samples
 

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 def configured_fileset(config) -> dict | str:
     """The config's ``fileset:`` (a JSON path or an inline coffea fileset), relative paths resolved
     against the config file's directory, so the config runs from any working directory."""
+    from zprime_grad.skim.fileset import LOGICAL_NAMES
+
     base = Path(config.source).resolve().parent if config.source else Path.cwd()
 
     def resolve(path: str) -> str:
@@ -126,7 +128,10 @@ def configured_fileset(config) -> dict | str:
     for name, entry in config.fileset.items():
         entry = {"files": entry} if isinstance(entry, (list, tuple)) else dict(entry)
         files = entry.get("files", {})
-        entry["files"] = ([resolve(f) for f in files] if isinstance(files, (list, tuple))
-                          else {resolve(f): tree for f, tree in files.items()})
+        tree = entry.get("treename", "Events")
+        written = {f: tree for f in files} if isinstance(files, (list, tuple)) else dict(files)
+        entry["files"] = {resolve(f): tree for f, tree in written.items()}
+        # the names as the config wrote them identify the files in chunk keys and hashes
+        entry["metadata"] = {**entry.get("metadata", {}), LOGICAL_NAMES: {resolve(f): f for f in written}}
         resolved[name] = entry
     return resolved

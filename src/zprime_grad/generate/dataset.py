@@ -20,6 +20,7 @@ from zprime_grad import atomic
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.generate.production import FileJob, cached_summary, generate_file
+from zprime_grad.skim.fileset import LOGICAL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,10 @@ def mc_fileset(config: Config, jobs: list[FileJob], summaries: list[dict]) -> di
             "sumw2": 0.0,
             "nevents": 0,
         }})
-        entry["files"][str(job.path.resolve())] = "Events"
+        path = str(job.path.resolve())
+        entry["files"][path] = "Events"
         meta = entry["metadata"]
+        meta.setdefault(LOGICAL_NAMES, {})[path] = job.path.relative_to(job.out_dir).as_posix()
         meta["sumw"] += summary["sumw"]
         meta["sumw2"] += summary["sumw2"]
         meta["nevents"] += summary["nevents"]

@@ -26,6 +26,7 @@ from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.generate import nanoaod
 from zprime_grad.generate.production import GENERATOR_VERSION
+from zprime_grad.skim.fileset import LOGICAL_NAMES, logical_name
 
 MC_ONLY = ("genWeight", "GenPart")
 SIGNAL_KINDS = ("zprime",)
@@ -55,15 +56,15 @@ def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
     """Write the pseudo-data files for the MC datasets in ``mc``; return its fileset entry."""
     cfg = config.generate.data
     lumi = config.analysis.lumi_pb
-    key_payload = {
-        "mc": {k: sorted(v["files"]) for k, v in mc.items()},
+    key_payload = {  # the MC files by their names under `out`: the same key wherever `out` lies
+        "mc": {k: sorted(logical_name(f, v["metadata"]) for f in v["files"]) for k, v in mc.items()},
         "data": cfg.model_dump(mode="json"), "lumi": lumi, "seed": seed, "version": GENERATOR_VERSION,
     }
     key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:10]
     directory = out / "data"
     summary_path = directory / f"data_{key}.json"
     if summary_path.exists():
-        return json.loads(summary_path.read_text())
+        return _located(json.loads(summary_path.read_text()), out)
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
     picked = []
@@ -97,10 +98,17 @@ def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
         path = directory / f"data_{index:03d}_{key}.root"
         with atomic.replacing(path) as tmp:
             nanoaod.write(tmp, chunk, {"run": np.ones(1, np.uint32)})
-        files[str(path.resolve())] = "Events"
+        files[path.relative_to(out).as_posix()] = "Events"
     entry = {"files": files, "metadata": {
         "sample": "data", "process": "data", "variation": "nominal", "is_data": True,
         "lumi_pb": lumi, "nevents": int(n), "signal_strength": cfg.signal_strength,
     }}
-    atomic.write_json(summary_path, entry)
-    return entry
+    atomic.write_json(summary_path, entry)  # names relative to `out`: still valid if the directory moves
+    return _located(entry, out)
+
+
+def _located(entry: dict, out: Path) -> dict:
+    """The cached entry with absolute paths (a fileset coffea reads from any directory) and their names."""
+    files = {str((out / name).resolve()): tree for name, tree in entry["files"].items()}
+    names = dict(zip(files, entry["files"]))
+    return {"files": files, "metadata": {**entry["metadata"], LOGICAL_NAMES: names}}

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import posixpath
 from pathlib import Path
 
 import uproot
@@ -20,8 +21,16 @@ from zprime_grad.columns import dataset_sumw
 from zprime_grad.errors import UserError
 
 
+LOGICAL_NAMES = "logical_names"
+
+
 def load_fileset(fileset) -> dict:
-    """``{dataset: {"files": {path: tree}, "metadata": {...}}}`` from a coffea fileset (dict or JSON path)."""
+    """``{dataset: {"files": {path: tree}, "metadata": {...}}}`` from a coffea fileset (dict or JSON path).
+
+    Relative file paths are resolved against the fileset's directory, so it runs from anywhere; the
+    name each file had in the fileset is kept in ``metadata["logical_names"]`` (`logical_name`), and
+    that name, never the resolved path, identifies the file in chunk keys and hashes: the same
+    fileset gives the same numbers wherever it and the repository lie."""
     base = Path(".")
     if isinstance(fileset, (str, os.PathLike)):
         path = Path(fileset)
@@ -42,9 +51,29 @@ def load_fileset(fileset) -> dict:
         treename = entry.get("treename", "Events")
         if isinstance(files, (list, tuple)):
             files = {f: treename for f in files}
-        files = {_resolve(f, base): tree or treename for f, tree in files.items()}
-        out[name] = {"files": files, "metadata": dict(entry.get("metadata", {}))}
+        metadata = dict(entry.get("metadata", {}))
+        known = dict(metadata.get(LOGICAL_NAMES, {}))
+        resolved = {_resolve(f, base): (f, tree or treename) for f, tree in files.items()}
+        metadata[LOGICAL_NAMES] = {path: known.get(path, _as_written(written))
+                                   for path, (written, _) in resolved.items()}
+        out[name] = {"files": {path: tree for path, (_, tree) in resolved.items()}, "metadata": metadata}
     return out
+
+
+def logical_name(filename: str, metadata: dict) -> str:
+    """The file's name as its fileset wrote it (relative paths stay relative): what chunk keys,
+    chunk file names and content hashes use, so no directory of this machine enters them."""
+    return metadata.get(LOGICAL_NAMES, {}).get(filename, filename)
+
+
+def name_chunk_file(chunk, metadata: dict):
+    """Give a processor's chunk its file's logical name (processors report the path coffea opened)."""
+    chunk.provenance["file"] = logical_name(chunk.provenance.get("file", ""), metadata)
+    return chunk
+
+
+def _as_written(path: str) -> str:
+    return path if "://" in path or Path(path).is_absolute() else posixpath.normpath(Path(path).as_posix())
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -103,16 +132,18 @@ def fill_sumw(fileset: dict) -> dict:
 
 
 def fileset_fingerprint(fileset: dict) -> str:
-    """Hash of files (with size and mtime) and metadata: what a cached skim is valid for."""
+    """Hash of files (logical name, size and mtime) and metadata: what a cached skim is valid for."""
     items = []
     for dataset in sorted(fileset):
         entry = fileset[dataset]
         files = []
-        for f, tree in sorted(entry["files"].items()):
+        for f, tree in sorted(entry["files"].items(), key=lambda item: logical_name(item[0], entry["metadata"])):
+            name = logical_name(f, entry["metadata"])
             try:
                 st = os.stat(f)
-                files.append([f, tree, st.st_size, st.st_mtime_ns])
+                files.append([name, tree, st.st_size, st.st_mtime_ns])
             except OSError:
-                files.append([f, tree, None, None])
-        items.append([dataset, files, entry["metadata"]])
+                files.append([name, tree, None, None])
+        meta = {k: v for k, v in entry["metadata"].items() if k != LOGICAL_NAMES}  # keyed by machine paths
+        items.append([dataset, files, meta])
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
+from zprime_grad.skim.fileset import name_chunk_file
 from zprime_grad.skim.runner import declared_branches, reader_options, user_error_from
 from zprime_grad.skim.store import summarise_chunk, write_chunk
 
@@ -55,7 +56,7 @@ def skim_work_item(item, processor) -> ColumnChunk:
         raise UserError(f"{item.filename} entries {item.entrystart}-{item.entrystop}: "
                         f"{type(err).__name__}: {err}") from None
     chunk.metrics = {"bytes_read": int(bytes_read), "process_time_s": process_time}
-    return chunk
+    return name_chunk_file(chunk, metadata)
 
 
 def summarise(chunk: ColumnChunk, processor) -> dict:

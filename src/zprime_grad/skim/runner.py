@@ -19,6 +19,7 @@ from coffea.nanoevents import NanoAODSchema
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
+from zprime_grad.skim.fileset import name_chunk_file
 from zprime_grad.skim.store import summarise_chunk
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -110,7 +111,7 @@ def run_local(fileset: dict, processor, *, executor: str = "iterative", workers:
             raise
         except Exception as err:  # coffea wraps every chunk failure; keep the message, drop the trace
             raise user_error_from(err) from None
-        chunks.extend(out["chunks"])
+        chunks.extend(name_chunk_file(c, entry["metadata"]) for c in out["chunks"])
         metrics[dataset] = {"bytes_read": int(m.get("bytesread", 0)), "process_time_s": float(m["processtime"]),
                             "entries": int(m["entries"])}
     chunks.sort(key=lambda c: c.key)
