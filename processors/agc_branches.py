@@ -29,5 +29,6 @@ def check(available: set[str], filename: str, *, is_data: bool) -> None:
 
 
 def candidates() -> frozenset[str]:
-    """Every branch the analysis reads (with the collection counters): what coffea preloads in one read."""
-    return frozenset({*required(False), "nElectron", "nMuon", "nJet"})
+    """Every branch the analysis may read (with the collection counters): what coffea preloads in one
+    read. ``genWeight`` is optional: read only for filesets normalised by Σ genWeight (generated ones)."""
+    return frozenset({*required(False), "nElectron", "nMuon", "nJet", "genWeight"})

@@ -11,6 +11,9 @@ Physics as in the AGC reference implementation (``analyses/cms-open-data-ttbar``
 - region ``4j2b``: at least two b tags, observable the mass of the highest-pT trijet that holds a
   b-tagged jet (the hadronic top candidate);
 - weight xsec · lumi / N (fileset metadata ``xsec`` in pb and ``nevts``, as the AGC; no genWeight).
+  A fileset without ``nevts`` but with ``sumw`` (the generated default: ``zprime-grad generate``
+  writes Σ genWeight) is weighted xsec · lumi · genWeight / sumw, which is the same for unweighted
+  samples and also right for pT-hat-biased ones.
 
 Systematics, as the AGC: ``pt_scale_up`` (jet pT × 1.03) and ``pt_res_up`` (jet pT × N(1, 0.05)) as
 kinematic variations; ``btag_var_{0..3}_{up,down}`` = 1 ± 0.075 · pT(jet i) / 50 GeV and, for W+jets,
@@ -200,7 +203,10 @@ class AGCTTbarProcessor(processor.ProcessorABC):
             variations = {v: {k: columns[k] for k in nominal} for v in KINEMATIC_VARIATIONS}
         kept = rows[keep]
         ids = {k: np.asarray(events[k])[kept].astype(np.int64) for k in ("run", "luminosityBlock", "event")}
-        weights = self.weights(meta, process, columns["jet_pt"], is_data)
+        gen_weight = None
+        if not is_data and "nevts" not in meta and "genWeight" in events.fields:
+            gen_weight = np.asarray(events.genWeight, np.float64)[kept]
+        weights = self.weights(meta, process, columns["jet_pt"], is_data, gen_weight=gen_weight)
 
         chunk = make_chunk(
             columns, weights, variations, ids, buckets=self.buckets, dataset=dataset, process=process,
@@ -212,17 +218,24 @@ class AGCTTbarProcessor(processor.ProcessorABC):
         )
         return {"chunks": [chunk]}
 
-    def weights(self, meta, process: str, jet_pt: np.ndarray, is_data: bool) -> dict[str, np.ndarray]:
-        """nominal = xsec · lumi / nevts (AGC); each variation is nominal × its factor."""
+    def weights(self, meta, process: str, jet_pt: np.ndarray, is_data: bool,
+                gen_weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """nominal = xsec · lumi / nevts (AGC), or xsec · lumi · genWeight / sumw where the fileset has
+        no ``nevts`` (generated samples); each variation is nominal × its factor."""
         n = len(jet_pt)
         if is_data:
             return {"nominal": np.ones(n)}
-        for key in ("xsec", "nevts"):
+        by_sumw = "nevts" not in meta and gen_weight is not None and "sumw" in meta
+        for key in ("xsec", "sumw" if by_sumw else "nevts"):
             value = meta.get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"dataset {meta.get('dataset')}: fileset metadata '{key}' must be a positive "
-                                f"number for the AGC weight xsec·lumi/nevts (got {value!r})")
-        nominal = np.full(n, float(meta["xsec"]) * self.lumi_pb / float(meta["nevts"]))
+                                f"number for the AGC weight xsec·lumi/nevts (or xsec·lumi·genWeight/sumw) "
+                                f"(got {value!r})")
+        if by_sumw:
+            nominal = float(meta["xsec"]) * self.lumi_pb * np.asarray(gen_weight, np.float64) / float(meta["sumw"])
+        else:
+            nominal = np.full(n, float(meta["xsec"]) * self.lumi_pb / float(meta["nevts"]))
         weights = {"nominal": nominal}
         weights.update({k: nominal * f for k, f in btag_weight_variations(jet_pt).items()})
         scale = WJETS_SCALE_VAR if process == "wjets" else 0.0

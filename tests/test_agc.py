@@ -1,6 +1,8 @@
 """The AGC tt̄ analysis as a plug-in: found through the entry point, the AGC's histograms (names,
 binning, contents against an independent uproot + awkward implementation), soft → hard, and the whole
-``zprime-grad run configs/agc_ttbar.yaml`` chain on the AGC-format file."""
+``zprime-grad run configs/agc_ttbar.yaml`` chain on samples generated from that config (a few thousand
+events, once per module). The checks on the real AGC-format file and the AGC's reference histograms
+need ../shared/data and skip without it (``HAVE_SHARED_DATA``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 import uproot
 
 from tests.conftest import REPO, SHARED_DATA
+from zprime_grad.config import load_config, parse_config
 from zprime_grad.errors import UserError
 
 AGC_FILE = SHARED_DATA / "nanoaod" / "skhep" / "nanoAOD_2015_CMS_Open_Data_ttbar.root"
@@ -22,8 +25,14 @@ REFERENCE = SHARED_DATA / "agc" / "reference" / "histos_1_file_per_process.json"
 CONFIG = REPO / "configs" / "agc_ttbar.yaml"
 LUMI = 3378.0
 EDGES = np.linspace(50.0, 550.0, 26)
-# as configs/agc_ttbar.yaml: the AGC-format file is W+jets; the ttH file stands in for tt̄
+# the real files: the AGC-format file is W+jets; the ttH file stands in for tt̄ (README, AGC section)
 SAMPLES = {"ttbar": (TTH_FILE, 729.84, 100), "wjets": (AGC_FILE, 61457 * 0.252, 200)}
+HAVE_SHARED_DATA = SHARED_DATA.exists()
+needs_shared_data = pytest.mark.skipif(
+    not HAVE_SHARED_DATA, reason="../shared/data (the AGC-format file, AGC reference histograms) is not next to this checkout")
+GENERATED_EVENTS = 600  # base per sample of configs/agc_ttbar.yaml (its events_scale apply)
+# ... except these, so that a small sample has W+jets in both regions: 2.5k events, ~40 s on 2 busy cores
+GENERATED_SCALES = {"ttbar": 1.0, "wjets_highpt": 2.0}
 
 
 def fileset():
@@ -32,8 +41,25 @@ def fileset():
             for p, (path, xsec, n) in SAMPLES.items()}
 
 
+def small_agc_config():
+    data = load_config(CONFIG).model_dump(mode="json", exclude={"source"})
+    data["generate"].update({"events": GENERATED_EVENTS, "batch_size": 300})
+    data["skim"]["executor"] = "iterative"  # a few thousand events: a process pool costs more than it saves
+    for name, scale in GENERATED_SCALES.items():
+        data["generate"]["samples"][name]["events_scale"] = scale
+    return parse_config(data, "tests/test_agc.py:small_agc_config")
+
+
 @pytest.fixture(scope="module")
-def agc_output():
+def agc_generated(tmp_path_factory):
+    """``(config, fileset.json)``: the config's samples, generated small, once per module."""
+    from zprime_grad.generate import generate_dataset
+
+    config = small_agc_config()
+    return config, generate_dataset(config, tmp_path_factory.mktemp("agc_generated"), progress=False)
+
+
+def agc_histograms(fs: dict) -> dict:
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
@@ -44,7 +70,14 @@ def agc_output():
     runner = processor.Runner(processor.IterativeExecutor(status=False), schema=NanoAODSchema)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return runner(fileset(), AGCHistogramProcessor(analysis), treename="Events")
+        return runner(fs, AGCHistogramProcessor(analysis), treename="Events")
+
+
+@pytest.fixture(scope="module")
+def agc_output():
+    if not HAVE_SHARED_DATA:
+        pytest.skip("../shared/data (the AGC-format file, AGC reference histograms) is not next to this checkout")
+    return agc_histograms(fileset())
 
 
 def test_plugin_is_registered_through_the_entry_point():
@@ -60,6 +93,7 @@ def test_plugin_is_registered_through_the_entry_point():
                                          "btag_threshold": 0.5}
 
 
+@needs_shared_data
 def test_histogram_names_and_binning_match_the_agc_reference(agc_output):
     from zprime_grad_processors.agc_hists import reference_json
 
@@ -75,15 +109,21 @@ def test_histogram_names_and_binning_match_the_agc_reference(agc_output):
 
 
 # ------------------------------------------------------------------- independent AGC implementation
-def _agc_reference(path, process, xsec, nevts) -> dict[str, np.ndarray]:
-    """The AGC selection written directly on uproot/awkward arrays (nominal, b-tag, scale, pT scale)."""
-    a = uproot.open(path)["Events"].arrays(library="ak", filter_name=["Electron_*", "Muon_*", "Jet_*"])
+def _agc_reference(paths, process, xsec, nevts=None, sumw=None) -> dict[str, np.ndarray]:
+    """The AGC selection written directly on uproot/awkward arrays (nominal, b-tag, scale, pT scale).
+    Weight xsec·lumi/nevts, or xsec·lumi·genWeight/sumw (generated filesets have no nevts)."""
+    paths = [paths] if not isinstance(paths, (list, tuple)) else paths
+    a = ak.concatenate([uproot.open(p)["Events"].arrays(library="ak", filter_name=["Electron_*", "Muon_*", "Jet_*", "genWeight"])
+                        for p in paths])
     f64 = lambda x: ak.values_astype(x, np.float64)  # noqa: E731
     el = (a.Electron_pt > 30) & (abs(a.Electron_eta) < 2.1) & (a.Electron_cutBased == 4) & (a.Electron_sip3d < 4)
     mu = ((a.Muon_pt > 30) & (abs(a.Muon_eta) < 2.1) & a.Muon_tightId & (a.Muon_sip3d < 4)
           & (a.Muon_pfRelIso04_all < 0.15))
     one_lepton = (ak.sum(el, axis=1) + ak.sum(mu, axis=1)) == 1
-    weight = xsec * LUMI / nevts
+    if nevts is not None:
+        event_weight = np.full(len(a), xsec * LUMI / nevts)
+    else:
+        event_weight = xsec * LUMI * ak.to_numpy(a.genWeight).astype(np.float64) / sumw
     out = {}
     for variation, factor in (("nominal", 1.0), ("pt_scale_up", 1.03)):
         pt = f64(a.Jet_pt) * factor
@@ -108,7 +148,8 @@ def _agc_reference(path, process, xsec, nevts) -> dict[str, np.ndarray]:
                 best = ak.argmax(trijet_pt, axis=1, keepdims=True)
                 m2 = (e**2 - px**2 - py**2 - pz**2)[best]
                 x = ak.to_numpy(ak.flatten(np.sqrt(np.maximum(m2, 0.0))))
-            weights = {variation: np.full(len(x), weight)}
+            weight = event_weight[ak.to_numpy(sel)]
+            weights = {variation: weight}
             if variation == "nominal":
                 for i in range(4):
                     shift = 0.075 * ak.to_numpy(rj.pt[:, i]) / 50.0 if len(x) else np.zeros(0)
@@ -121,6 +162,14 @@ def _agc_reference(path, process, xsec, nevts) -> dict[str, np.ndarray]:
     return out
 
 
+def _compare_with_reference(ours: dict, expected: dict) -> None:
+    compared = sorted(n for n in ours if not n.endswith("pt_res_up"))  # RNG: the AGC does not compare it either
+    assert set(compared) == set(expected)
+    for name in compared:
+        np.testing.assert_allclose(ours[name]["contents"], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)  # float32 weights
+
+
+@needs_shared_data
 def test_hard_cut_histograms_equal_an_independent_reference(agc_output):
     from zprime_grad_processors.agc_hists import reference_json
 
@@ -128,10 +177,7 @@ def test_hard_cut_histograms_equal_an_independent_reference(agc_output):
     expected = {}
     for process, (path, xsec, nevts) in SAMPLES.items():
         expected.update(_agc_reference(path, process, xsec, nevts))
-    compared = sorted(n for n in ours if not n.endswith("pt_res_up"))  # RNG: the AGC does not compare it either
-    assert set(compared) == set(expected)
-    for name in compared:
-        np.testing.assert_allclose(ours[name]["contents"], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)  # float32 weights
+    _compare_with_reference(ours, expected)
     # the stand-in tt̄ fills both regions; the AGC-format W+jets file has no event in either (README)
     assert sum(expected["4j1b_ttbar"]) > 0 and sum(expected["4j2b_ttbar"]) > 0
     assert sum(expected["4j1b_wjets"]) == sum(expected["4j2b_wjets"]) == 0
@@ -139,6 +185,32 @@ def test_hard_cut_histograms_equal_an_independent_reference(agc_output):
     assert res.sum() == pytest.approx(np.sum(expected["4j2b_ttbar"]), rel=0.5)  # smeared, not lost
 
 
+def test_generated_samples_fill_the_agc_regions_as_the_independent_reference(agc_generated):
+    """The generated default: every process in both regions, weighted by genWeight/sumw (the biased
+    W+jets slices) exactly as the independent implementation weights them."""
+    from zprime_grad_processors.agc_hists import reference_json
+
+    config, fs_path = agc_generated
+    fs = json.loads(fs_path.read_text())
+    ours = reference_json(agc_histograms(fs)["hist_dict"])
+    expected, per_process = {}, {}
+    for entry in fs.values():
+        meta = entry["metadata"]
+        hists = _agc_reference(list(entry["files"]), meta["process"], meta["xsec"], sumw=meta["sumw"])
+        for name, values in hists.items():
+            expected[name] = expected.get(name, 0) + values
+        per_process.setdefault(meta["process"], []).append(meta["nevents"])
+    _compare_with_reference(ours, expected)
+    assert set(per_process) == {"ttbar", "wjets", "single_top_t_chan", "single_top_s_chan"}
+    for region in ("4j1b", "4j2b"):
+        assert sum(expected[f"{region}_ttbar"]) > 5 * sum(expected[f"{region}_wjets"]) > 0
+    assert sum(expected["4j1b_single_top_t_chan"]) + sum(expected["4j2b_single_top_t_chan"]) > 0
+    # b tagging defines the regions: tt̄ (two b quarks) is relatively richer in 4j2b than W+jets
+    ratio = {p: sum(expected[f"4j2b_{p}"]) / sum(expected[f"4j1b_{p}"]) for p in ("ttbar", "wjets")}
+    assert ratio["ttbar"] > ratio["wjets"]
+
+
+@needs_shared_data
 def test_soft_selection_tends_to_the_hard_one():
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
@@ -177,20 +249,27 @@ def test_bad_input_names_the_branch_file_and_dataset():
         analysis.weights({"dataset": "ttbar__nominal", "xsec": 1.0}, "ttbar", np.zeros((1, 12)), False)
 
 
-def test_zprime_grad_run_on_the_agc_config(tmp_path):
-    from zprime_grad.config import load_config
+def test_the_config_generates_its_inputs():
+    config = load_config(CONFIG)
+    assert config.fileset is None and config.generate is not None  # nothing beside the repository
+    assert config.optimise.objective == "mu_uncertainty"
+    assert {s.process for s in config.generate.samples.values()} == {
+        "ttbar", "wjets", "single_top_t_chan", "single_top_s_chan"}
+
+
+def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
     from zprime_grad.pipeline import run_chain
 
-    config = load_config(CONFIG)
-    assert config.generate is None and config.optimise.objective == "mu_uncertainty"
-    outputs = run_chain(config, tmp_path, epochs=2)
-    for name in ("fileset.json", "skim/skim.json", "optimise/params.json", "optimise/optimisation.json",
+    config, fs_path = agc_generated
+    outputs = run_chain(config, tmp_path, fileset=fs_path, epochs=2)
+    for name in ("skim/skim.json", "optimise/params.json", "optimise/optimisation.json",
                  "validation.json", "report.html", "histograms.root", "workspace_optimised.json"):
         assert (tmp_path / name).exists(), name
     assert set(outputs) == {"fileset", "skim", "optimise", "validation", "report"}
     history = json.loads((tmp_path / "optimise" / "optimisation.json").read_text())
     assert len(history["epochs"]) == 2 and history["objective"] == "mu_uncertainty"
-    assert history["channels"] == ["4j1b", "4j2b"] and history["processes"] == ["ttbar", "wjets"]
+    assert history["channels"] == ["4j1b", "4j2b"]
+    assert sorted(history["processes"]) == ["single_top_s_chan", "single_top_t_chan", "ttbar", "wjets"]
     summary = json.loads((tmp_path / "validation.json").read_text())
     assert summary["figure_of_merit"] == "mu_uncertainty"
     assert summary["observable"] == "4j1b: ht, 4j2b: trijet_mass"
@@ -201,11 +280,12 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path):
         assert "baseline/4j2b_ttbar_pt_scale_up" in [k.split(";")[0] for k in f.keys()]
 
 
-def test_notebook_api_skims_the_configs_fileset():
+@needs_shared_data
+def test_notebook_api_skims_a_fileset():
     from zprime_grad.analysis import Analysis
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = Analysis.from_yaml(CONFIG).skim(executor="iterative")
+        result = Analysis.from_yaml(CONFIG).skim(fileset(), executor="iterative")
     # 16 stand-in tt̄ events with one lepton and >= 4 jets; none of the AGC-format file's W+jets events
     assert {c.dataset: c.n_events for c in result.chunks} == {"ttbar__nominal": 16, "wjets__nominal": 0}

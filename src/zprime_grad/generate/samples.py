@@ -22,6 +22,10 @@ Choices (documented here because they set the physics of the default dataset):
   σ(W+jet, pT-hat > pthat_min) × BR (Pythia includes the open-channel fraction) × k_factor.
   Z': σ(pp → Z' → tt̄) from the config, chosen so that the baseline analysis has an expected
   significance of about 2 at 16.4 fb⁻¹ (README, "The default dataset").
+* **Single-top channels.** ``kind: single_top`` makes Pythia's t- and s-channel together, unless its
+  ``process`` is one of the AGC's channel names (``SINGLE_TOP_CHANNELS``: ``single_top_t_chan``,
+  ``single_top_s_chan``), which selects that channel alone (configs/agc_ttbar.yaml). Pythia 8 has
+  no tW process, so the AGC's ``single_top_tW`` cannot be generated.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ BR_TT_SEMILEPTONIC_MU_TAU = 2.0 * BR_W_HADRONS * BR_W_MU_OR_TAU
 
 W_HADRONIC = "1 2 3 4 5"  # W -> q q' (any channel containing a quark)
 W_MU_TAU = "13 15"  # W -> mu nu, tau nu
+
+SINGLE_TOP_T = "Top:qq2tq(t:W) = on"
+SINGLE_TOP_S = "Top:ffbar2tqbar(s:W) = on"
+# AGC process names of the single-top channels Pythia has (no tW); any other process name: both
+SINGLE_TOP_CHANNELS = {"single_top_t_chan": (SINGLE_TOP_T,), "single_top_s_chan": (SINGLE_TOP_S,)}
 
 COMMON_SETTINGS = (
     "Next:numberCount = 0",
@@ -116,8 +125,7 @@ def pythia_setup(
         br = BR_TT_SEMILEPTONIC_MU_TAU
     elif cfg.kind == "single_top":
         process = (
-            "Top:qq2tq(t:W) = on",
-            "Top:ffbar2tqbar(s:W) = on",
+            *SINGLE_TOP_CHANNELS.get(cfg.process or "", (SINGLE_TOP_T, SINGLE_TOP_S)),
             "24:onMode = off",
             f"24:onIfAny = {W_MU_TAU}",
         )
