@@ -3,17 +3,19 @@
 Every subcommand takes the config as an optional first positional argument (default
 ``configs/zprime.yaml``). Errors the user can act on are printed in one line with exit status 2;
 nothing but a genuine bug shows a traceback.
+
+The parser is built from the subcommands' small ``cli`` modules only, loaded by file so that their
+packages' ``__init__`` (which import jax, coffea, pyhf…) are not run: ``--help`` and argument errors
+answer in a fraction of a second; a command imports what it needs when it runs. What the terminal
+shows while it runs (bars, captured third-party chatter, ``-v``/``-q``) is `zprime_grad.terminal`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
+import importlib.util
 import sys
-
-from zprime_grad.config import ConfigError
-from zprime_grad.errors import UserError
+from pathlib import Path
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func``.
 COMMANDS = [
@@ -25,14 +27,36 @@ COMMANDS = [
     "zprime_grad.validate.cli",
     "zprime_grad.learn.cli",
 ]
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _command_module(name: str):
+    """The module ``name`` without importing its parent package (whose ``__init__`` is heavy)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    path = _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not put in sys.modules: a later normal import gets the real package
+    return module
+
+
+def _verbosity(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_const", const="verbose", dest="verbosity", default=default,
+                       help="show everything: debug logging, third-party output and warnings")
+    group.add_argument("-q", "--quiet", action="store_const", const="quiet", dest="verbosity", default=default,
+                       help="only errors and the final summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zprime-grad", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _verbosity(parser, "normal")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(name).register(sub)
+        _command_module(name).register(sub)
+    for command in sub.choices.values():  # -v/-q also after the subcommand (SUPPRESS: keep the top-level one)
+        _verbosity(command, argparse.SUPPRESS)
     return parser
 
 
@@ -42,13 +66,13 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from zprime_grad import terminal
+    from zprime_grad.config import ConfigError
+    from zprime_grad.errors import UserError
+
     try:
-        return int(args.func(args) or 0)
+        with terminal.session(args.verbosity):
+            return int(args.func(args) or 0)
     except (ConfigError, UserError, FileNotFoundError) as err:
         print(f"zprime-grad {args.command}: error: {err}", file=sys.stderr)
         return 2

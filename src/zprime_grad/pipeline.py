@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -39,8 +38,9 @@ def register(subparsers) -> None:
 
 
 def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, workers=None, scheduler=None,
-              epochs=None, progress: bool = False) -> dict:
-    """Run every available stage; returns ``{stage: output path}``."""
+              epochs=None, progress: bool | None = False) -> dict:
+    """Run every available stage; returns ``{stage: output path}``. ``progress``: a bar per stage (None:
+    as the CLI session decides, `zprime_grad.terminal`)."""
     from zprime_grad.cluster import connect, resolve
     from zprime_grad.generate import generate_dataset
     from zprime_grad.optimise.driver import optimise
@@ -73,7 +73,7 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         # the skim is written to disk (cached); the optimisation reads the columns from there
         options = skim_options(config, executor=executor, workers=workers, scheduler=scheduler)
         skim_dir = out / "skim"
-        _, reused = skim_to_directory(config, fileset, skim_dir, options, client=client)
+        _, reused = skim_to_directory(config, fileset, skim_dir, options, client=client, progress=progress)
         log.info("run: skim -> %s%s", skim_dir, " (reused)" if reused else "")
         outputs["skim"] = str(skim_dir)
 
@@ -86,7 +86,7 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
 
         # hard cuts at θ* and θ₀ on the held-out (odd) events of the same columns, cabinetry/pyhf, report
         validate(config, params=optimise_dir / "params.json", out=out, columns=skim_dir, executor=executor,
-                 workers=workers, client=client)
+                 workers=workers, client=client, progress=progress)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
             from zprime_grad.learn.stage import run_learned
 
@@ -102,13 +102,12 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
 def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
 
+    from zprime_grad import terminal
+
     config = load_config(args.config)
-    outputs = run_chain(
-        config, Path(args.out), events=args.events, fileset=args.fileset, backend=args.backend,
-        workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, progress=sys.stderr.isatty(),
-    )
-    for stage, path in outputs.items():
-        print(f"{stage}: {path}")
+    run_chain(config, Path(args.out), events=args.events, fileset=args.fileset, backend=args.backend,
+              workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, progress=None)
+    terminal.print_summary(Path(args.out) / "validation.json", outputs=Path(args.out) / "run.json")
     return 0
 
 

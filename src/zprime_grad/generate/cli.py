@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -29,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} must be positive, got {value}")
     config = load_config(args.config)
     path = generate_dataset(
-        config, args.out, events=args.events, seed=args.seed, workers=args.workers, progress=sys.stderr.isatty()
+        config, args.out, events=args.events, seed=args.seed, workers=args.workers, progress=None
     )
     print(path)
     return 0

@@ -14,9 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from tqdm import tqdm
-
-from zprime_grad import atomic
+from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.generate.production import FileJob, cached_summary, generate_file
@@ -44,15 +42,17 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
     if done:
         log.info("generate: %d of %d files already exist for these settings", len(done), len(jobs))
     if not todo:
+        terminal.say(f"generate: reused {len(jobs)} files generated earlier with these settings")
         return [done[j] for j in jobs]
     total = sum(j.n_events for j in todo)
     log.info("generate: %d events in %d files on %d worker(s)", total, len(todo), workers)
-    # spawn: the parent may have started threads (jax, dask) that a fork would copy half-initialised
+    # spawn: the parent may have started threads (jax, dask) that a fork would copy half-initialised;
+    # the workers start inside `chatter`, so the FastJet banner each prints to fd 1 is captured
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+    bar = terminal.bar(total, "generate", "ev", progress=progress)
+    with terminal.chatter(), context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         queue = manager.Queue()
         pending = {pool.submit(generate_file, job, queue): job for job in sorted(todo, key=lambda j: -j.n_events)}
-        bar = tqdm(total=total, unit="ev", desc="generate", disable=not progress, mininterval=1.0)
         while pending:
             finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             while not queue.empty():
@@ -61,7 +61,8 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
                 job = pending.pop(future)
                 done[job] = future.result()  # a worker error propagates here, naming nothing half-written
                 log.info("generate: wrote %s (%d events, %.1f s)", job.path.name, job.n_events, done[job]["seconds"])
-        bar.close()
+                bar.set_postfix_str(f"files {len(todo) - len(pending)}/{len(todo)}")
+    bar.close()
     return [done[j] for j in jobs]
 
 

@@ -111,7 +111,7 @@ def bootstrap_analyses(config: Config, out: Path, skim_dir: Path, summary: dict)
 
 
 def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, workers=None, client=None,
-                executor=None, epochs=None, progress: bool = False) -> dict:
+                executor=None, epochs=None, progress: bool | None = False) -> dict:
     """Stages 1–5 above (the cuts-only validation must already be in ``OUT/validation.json``)."""
     from zprime_grad.learn.train import train_models
     from zprime_grad.optimise.driver import optimise
@@ -136,11 +136,11 @@ def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, work
     for key, variant, start in stages:
         opt_dir = out / f"optimise_{key}"
         result = optimise(variant, out=opt_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
-                          client=client, networks=paths, start_values=theta_star(out / start), **extra)
+                          client=client, networks=paths, start_values=theta_star(out / start), label=key, **extra)
         n_params = {k: v["n_params"] for k, v in result.get("networks", {}).items()}
         log.info("run: optimise (%s) -> %s", key, opt_dir)
         checked = validate(variant, params=opt_dir / "params.json", out=out / f"validate_{key}", columns=skim_dir,
-                           executor=executor, workers=workers, client=client, plots=False)
+                           executor=executor, workers=workers, client=client, plots=False, progress=progress)
         trainable = sum(n_params.values()) if key == "finetuned" else 0
         rows.append(_row(VARIANTS[key], key, checked["optimised"], network_params=sum(n_params.values()),
                          trainable=trainable, params_file=f"optimise_{key}/params.json"))

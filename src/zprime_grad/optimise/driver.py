@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from zprime_grad import atomic
+from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.optimise import checkpoint
@@ -251,7 +251,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
              workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
              resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
              on_epoch: Callable[[LoopState], None] | None = None, networks=None,
-             start_values: dict[str, float] | None = None) -> dict:
+             start_values: dict[str, float] | None = None, label: str = "") -> dict:
     """Run (or resume) the optimisation; returns the ``params.json`` payload.
 
     ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
@@ -260,6 +260,7 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
     ``networks``: ``{name: network file or (spec, params)}`` for ``optimise.networks`` (default: each
     model's ``init_from``); the optimised weights are written to ``OUT/networks/<name>.npz``.
     ``start_values``: starting values by parameter name (default: the declared initial values).
+    ``label``: names the run on its progress bar (``zprime-grad run`` has several).
     """
     from zprime_grad.optimise.sources import open_backend
 
@@ -275,7 +276,8 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
             resume = checkpoint.compatible(out, problem.config_hash)
         state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
         evaluator = Evaluator(be, problem)
-        bar = _progress(epochs, state.epoch, progress)
+        bar = terminal.bar(epochs, f"optimise{' ' + label if label else ''}", "epoch", progress=progress,
+                           initial=state.epoch)
 
         def after_epoch(s: LoopState) -> None:
             checkpoint.save(out, s, problem.config_hash)
@@ -305,10 +307,3 @@ def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | 
         return payload
     finally:
         be.close()
-
-
-def _progress(total: int, initial: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    disable = None if enabled is None else not enabled
-    return tqdm(total=total, initial=initial, desc="optimise", unit="epoch", disable=disable, leave=False)

@@ -6,7 +6,6 @@ import argparse
 import warnings
 
 from zprime_grad.cli import add_config_argument
-from zprime_grad.config import load_config
 
 
 def register(subparsers) -> None:
@@ -25,6 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zprime_grad.config import load_config
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
 
     from zprime_grad.cluster import remote

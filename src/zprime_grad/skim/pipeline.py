@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from zprime_grad import __version__
+from zprime_grad import __version__, terminal
 from zprime_grad.config import Config, SkimConfig
 from zprime_grad.errors import UserError
 from zprime_grad.skim import store
@@ -49,14 +49,15 @@ def make_processor(config: Config, options: SkimConfig):
                           buckets=options.buckets, config_hash=config_hash(config, options))
 
 
-def run_skim(config: Config, fileset, options: SkimConfig, *, client=None) -> SkimResult | ResidentChunks:
+def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,
+             progress: bool | None = None) -> SkimResult | ResidentChunks:
     """Skim with the chosen executor. ``dask``: returns a handle to chunks that stay on the workers."""
     processor = make_processor(config, options)
     fileset, bad = check_files(load_fileset(fileset), processor, skip_bad_files=options.skip_bad_files)
     fileset = fill_sumw(fileset)
     if options.executor != "dask":
         result = run_local(fileset, processor, executor=options.executor, workers=options.workers,
-                           chunksize=options.chunksize, treename=options.treename)
+                           chunksize=options.chunksize, treename=options.treename, progress=progress)
         result.bad_files = bad
         return result
     owned_client, owned_cluster = client is None, None
@@ -90,7 +91,8 @@ def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float
             "lumi_pb": config.analysis.lumi_pb, "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
 
 
-def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None) -> tuple[dict, bool]:
+def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None,
+                      progress: bool | None = None) -> tuple[dict, bool]:
     """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
     out = Path(out)
     inputs = load_fileset(fileset)
@@ -99,11 +101,12 @@ def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, clie
     cached = store.cached_report(out, cache_key)
     if cached is not None:
         log.info("skim: %s is up to date (cache key %s)", out / store.REPORT, cache_key)
+        terminal.say(f"skim: reused {out} (same config and inputs)")
         return cached, True
     start = time.perf_counter()
     tmp = store.fresh_columns_dir(out)
     try:
-        result = run_skim(config, inputs, options, client=client)
+        result = run_skim(config, inputs, options, client=client, progress=progress)
         try:
             if isinstance(result, ResidentChunks):
                 written = result.write(str(tmp))

@@ -17,6 +17,7 @@ import loky
 from coffea import processor as coffea_processor
 from coffea.nanoevents import NanoAODSchema
 
+from zprime_grad import terminal
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
 from zprime_grad.skim.fileset import name_chunk_file
@@ -94,26 +95,49 @@ def declared_reading(fileset: dict, processor) -> tuple[dict, dict]:
 
 
 def run_local(fileset: dict, processor, *, executor: str = "iterative", workers: int = 1,
-              chunksize: int = 100_000, treename: str = "Events") -> SkimResult:
+              chunksize: int = 100_000, treename: str = "Events", progress: bool | None = None) -> SkimResult:
+    """Every dataset's chunks through coffea's Runner, a few chunks per call so that one bar counts the
+    chunks of all datasets (coffea's own per-call bars and worker output are captured: `terminal`)."""
     start = time.perf_counter()
     chunks, metrics = [], {}
     params = processor.initial_params()
     fileset, iteritems_options = declared_reading(fileset, processor)
-    for dataset, entry in fileset.items():
-        runner = coffea_processor.Runner(_executor(executor, workers), schema=NanoAODSchema,
-                                         chunksize=chunksize, savemetrics=True)
-        stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
-                warnings.filterwarnings("ignore", message="Performed attempt")
-                out, m = runner({dataset: entry}, processor, treename=treename, iteritems_options=iteritems_options)
-        except UserError:
-            raise
-        except Exception as err:  # coffea wraps every chunk failure; keep the message, drop the trace
-            raise user_error_from(err) from None
-        chunks.extend(name_chunk_file(c, entry["metadata"]) for c in out["chunks"])
-        metrics[dataset] = {"bytes_read": int(m.get("bytesread", 0)), "process_time_s": float(m["processtime"]),
-                            "entries": int(m["entries"])}
+    batch = 2 * max(1, workers)
+    with terminal.chatter():
+        plans = {dataset: _guarded(lambda r=runner(executor, workers, chunksize), d=dataset, e=entry:
+                                   (r, list(r.preprocess({d: e}, treename=treename))))
+                 for dataset, entry in fileset.items()}
+        bar = terminal.bar(sum(len(items) for _, items in plans.values()), "skim", "chunk", progress=progress)
+        for dataset, (run, items) in plans.items():
+            # no chunks: the whole-dataset call raises coffea's own error, as it always did
+            parts = [items[i:i + batch] for i in range(0, len(items), batch)] or [{dataset: fileset[dataset]}]
+            for part in parts:
+                out, m = _guarded(lambda: run(part, processor, treename=treename, iteritems_options=iteritems_options))
+                chunks.extend(out["chunks"])
+                got = metrics.setdefault(dataset, {"bytes_read": 0, "process_time_s": 0.0, "entries": 0})
+                got["bytes_read"] += int(m.get("bytesread", 0))
+                got["process_time_s"] += float(m["processtime"])
+                got["entries"] += int(m["entries"])
+                bar.update(len(part) if isinstance(part, list) else 0)
+    bar.close()
     chunks.sort(key=lambda c: c.key)
     summaries = [summarise_chunk(c, processor.channels, params) for c in chunks]
     return SkimResult(chunks, summaries, metrics, wall_time_s=time.perf_counter() - start)
+
+
+def runner(executor: str, workers: int, chunksize: int):
+    return coffea_processor.Runner(_executor(executor, workers), schema=NanoAODSchema, chunksize=chunksize,
+                                   savemetrics=True)
+
+
+def _guarded(call):
+    """``call()`` with coffea's chunk failures as one-line UserErrors."""
+    stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
+            warnings.filterwarnings("ignore", message="Performed attempt")
+            return call()
+    except UserError:
+        raise
+    except Exception as err:  # coffea wraps every chunk failure; keep the message, drop the trace
+        raise user_error_from(err) from None

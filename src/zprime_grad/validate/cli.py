@@ -51,4 +51,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  optimised Z_hard {fmt(opt['Z_hard'])}  Z_soft {fmt(opt['Z_soft'])}")
     improvement = result["improvement"]
     print(f"  improvement {fmt(improvement)} -> {args.out}/validation.json")
+    for warning in result.get("fit_warnings", []):  # fits that really failed: what it means for the numbers
+        print(f"  warning: {warning}")
     return 0

@@ -16,13 +16,14 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+from zprime_grad import terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.optimise.model import ModelSettings
 from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
 from zprime_grad.validate.hists import DATA, HALF_SCALE, Binning, template
-from zprime_grad.validate.inference import expected_mu_uncertainty, expected_significance, mle_fit
+from zprime_grad.validate.inference import expected_mu_uncertainty, expected_significance, fit_warnings, mle_fit
 from zprime_grad.validate.workspace import (asimov_observations, at_luminosity_fraction, has_data, save_json,
                                             variation_names, workspaces)
 
@@ -140,7 +141,8 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, colum
 
 def validate(config: Config, *, params, out, columns=None, fileset=None, executor: str | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None,
-             chunksize: int | None = None, mode: str = "runner", plots: bool = True) -> dict:
+             chunksize: int | None = None, mode: str = "runner", plots: bool = True,
+             progress: bool | None = None) -> dict:
     """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``."""
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
@@ -161,29 +163,39 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         specs = workspaces(hists, out, channels=channels, mc_processes=processes, settings=settings,
                            lumi_uncertainty=config.analysis.lumi_uncertainty)
         pseudo_data = all(has_data(h) for h in hists.values())
-        results = {}
+        results, problems = {}, []
         measure = config.optimise.objective == "mu_uncertainty"  # a measurement: σ(μ), not a discovery Z
+        boot = not measure and bool(config.validation.bootstrap) and columns is not None
+        bar = terminal.bar(3 * len(LABELS) + boot + bool(plots), "validate", "step", progress=progress)
         for label in LABELS:
             # the MLE fit: held-out pseudo-data at their own luminosity (real counts, model ×½); Z_hard: full
             spec = (at_luminosity_fraction(specs[label], 1.0 / HALF_SCALE) if pseudo_data
                     else asimov_observations(specs[label]))
+            bar.set_postfix_str(f"{label}: Asimov fits")
             z = NOT_COMPUTED if measure else expected_significance(specs[label])
+            bar.update(1)
             variations = sorted({v for hh in hists.values() for v in variation_names(hh)})
             model_spec = optimiser_model_spec(hists[label], binning, processes, variations, settings)
             save_json(out / f"workspace_{label}_optimiser_model.json", model_spec)
+            z_model = None if measure else expected_significance(model_spec)
+            bar.update(1)
+            bar.set_postfix_str(f"{label}: fit to the pseudo-data")
+            fit = mle_fit(spec) if pseudo_data or not measure else dict(ASIMOV_FIT)
+            problems += fit_warnings(label, None if measure else z, fit)
+            problems += fit_warnings(f"{label} (optimiser's model)", z_model)
             results[label] = {"params": {k: v for k, v in thetas[label].items() if k not in networks},
                               **({"networks": sorted(networks)} if networks and label == "optimised" else {}),
                               "Z_hard": z["Z"], "p0_hard": z["p0"],
-                              "Z_hard_optimiser_model": None if measure else expected_significance(model_spec)["Z"],
+                              "Z_hard_optimiser_model": None if z_model is None else z_model["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
-                              "fit": mle_fit(spec) if pseudo_data or not measure else dict(ASIMOV_FIT),
-                              "yields": yields(hists[label], channels, [*processes, DATA])}
+                              "fit": fit, "yields": yields(hists[label], channels, [*processes, DATA])}
             if measure:
                 sigma = expected_mu_uncertainty(specs[label])
                 results[label].update(mu_uncertainty_hard=sigma["sigma_mu"], mu_uncertainty_method=sigma["method"],
                                       mu_uncertainty_hard_optimiser_model=expected_mu_uncertainty(model_spec)["sigma_mu"])
                 if not pseudo_data:
                     results[label]["fit"]["mu_uncertainty"] = sigma["sigma_mu"]
+            bar.update(1)
     z_soft = payload.get("z_valid_final") if payload.get("objective", "discovery") == "discovery" else None
     results["optimised"]["Z_soft"] = z_soft
     opt_model = results["optimised"]["Z_hard_optimiser_model"]
@@ -203,23 +215,31 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         "outputs": {"histograms": "histograms.root", "workspaces": {k: f"workspace_{k}.json" for k in LABELS},
                     "cabinetry": "cabinetry/"},
         "wall_time_s": time.perf_counter() - start,
+        "fit_warnings": problems,  # fits that really failed, and what that means for the numbers
     }
+    for problem in problems:
+        log.info("validate: %s", problem)
     if measure:
         summary.update(measurement_summary(results, payload))
     elif config.validation.bootstrap and columns is not None:  # the held-out MC's own noise on Z0 and the ratio
         from zprime_grad.validate.bootstrap import Analysis, bootstrap
 
+        bar.set_postfix_str(f"bootstrap ({config.validation.bootstrap} replicas)")
         summary["bootstrap"] = bootstrap(columns, {k: Analysis(binning, thetas[k]) for k in LABELS},
                                          processes=processes, variations=variations, settings=settings,
                                          reference="baseline", replicas=config.validation.bootstrap,
                                          seed=config.validation.seed)
     elif config.validation.bootstrap:
         log.warning("validate: validation.bootstrap needs skimmed columns (--columns); no bootstrap from a fileset")
+    bar.update(int(boot))
     if plots:
         from zprime_grad.validate.report import write_report
 
+        bar.set_postfix_str("plots, report")
         summary["outputs"]["plots"] = write_plots(out, hists, summary, params, config)
         summary["outputs"]["report"] = write_report(out, summary)
+    bar.update(int(plots))
+    bar.close()
     save_json(out / "validation.json", summary)
     return summary
 

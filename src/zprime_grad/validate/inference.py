@@ -26,16 +26,39 @@ MAXITER = 20_000  # function calls per minuit attempt (pyhf's default 100k only 
 
 @contextlib.contextmanager
 def _quiet():
-    """pyhf logs a failed minimisation (with its full covariance table) at ERROR before raising."""
+    """pyhf logs a failed minimisation (with its full covariance table) at ERROR before raising; Minuit
+    prints every NaN probe ("FCN result is NaN", "FunctionMinimum is invalid") from C++: captured in a
+    CLI session (`terminal.chatter`). What a failure means for the numbers is said by `fit_warnings`."""
+    from zprime_grad import terminal
+
     loggers = [logging.getLogger(n) for n in ("cabinetry", "pyhf")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        yield
+        with terminal.chatter():
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def fit_warnings(label: str, significance: dict | None = None, fit: dict | None = None) -> list[str]:
+    """In our words, what a fit that really failed means for the numbers of ``label`` (none if Minuit
+    converged, at either tolerance). ``significance``: from `expected_significance`; ``fit``: `mle_fit`."""
+    found = []
+    if significance is not None and significance.get("method") is None:
+        found.append(f"{label}: no optimiser could fit the Asimov data (Minuit at both tolerances, scipy): "
+                     "the expected Z0 is n/a")
+    elif significance is not None and "scipy" in significance["method"]:
+        found.append(f"{label}: Minuit failed on the Asimov fits; Z0 is pyhf's scipy result (not cross-checked)")
+    if fit is not None and fit.get("method") is None and fit.get("errors"):
+        found.append(f"{label}: the fit to the held-out pseudo-data failed with every optimiser: mu_hat, "
+                     "sigma(mu) and the pulls are n/a (the expected Z0 does not depend on it)")
+    elif fit is not None and "scipy" in (fit.get("method") or ""):
+        found.append(f"{label}: Minuit failed on the fit to the held-out pseudo-data; mu_hat and the pulls come "
+                     "from scipy, without uncertainties")
+    return found
 
 
 def _finite(x: float):

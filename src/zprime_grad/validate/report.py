@@ -54,7 +54,7 @@ luminosity), hist → cabinetry → pyhf, systematics included. Improvement {_im
 <b>{_fmt(summary.get('improvement'))}</b>; (soft − hard) / hard at θ*:
 <b>{_fmt(summary.get('soft_minus_hard_relative'))}</b>.</p>
 <h2>Significance</h2><table>{''.join(z)}</table>
-{_learned(summary)}<h2>Cut parameters</h2><table>{''.join(params)}</table>
+{_fit_warnings(summary)}{_learned(summary)}<h2>Cut parameters</h2><table>{''.join(params)}</table>
 <h2>Plots</h2>{figures}
 </body></html>
 """
@@ -68,6 +68,14 @@ def write_report(out: Path, summary: dict) -> str:
             images[Path(rel).stem] = path.read_bytes()
     (out / "report.html").write_text(render(summary, images))
     return "report.html"
+
+
+def _fit_warnings(summary: dict) -> str:
+    """Fits that really failed (``validation.json: fit_warnings``), next to the numbers they affect."""
+    found = summary.get("fit_warnings") or []
+    if not found:
+        return ""
+    return "<p><b>Fit warnings</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in found) + "</ul>\n"
 
 
 def _improvement(summary: dict) -> str:
