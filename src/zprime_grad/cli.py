@@ -64,16 +64,25 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", default=None, help="YAML config (default: configs/zprime.yaml)")
 
 
+def _actionable(err: Exception) -> bool:
+    """A UserError, a missing file, or a bad config (only a command that loaded the config, with its
+    pydantic models, can raise ConfigError: commands that need no config never import it)."""
+    from zprime_grad.errors import UserError
+
+    config = sys.modules.get("zprime_grad.config")
+    return isinstance(err, (UserError, FileNotFoundError)) or (config is not None and isinstance(err, config.ConfigError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from zprime_grad import terminal
-    from zprime_grad.config import ConfigError
-    from zprime_grad.errors import UserError
 
     try:
         with terminal.session(args.verbosity):
             return int(args.func(args) or 0)
-    except (ConfigError, UserError, FileNotFoundError) as err:
+    except Exception as err:
+        if not _actionable(err):
+            raise
         print(f"zprime-grad {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
