@@ -20,7 +20,7 @@ import tempfile
 import time
 import warnings
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 LEVELS = ("quiet", "normal", "verbose")
@@ -31,6 +31,7 @@ class Mode:
     level: str
     tty: bool
     stream: IO[str]  # where bars and our log lines go: the terminal's stderr, even while fd 2 is captured
+    bars: list = field(default_factory=list)  # closed at the end, so that an error starts on its own line
 
 
 _mode: ContextVar[Mode | None] = ContextVar("zprime_grad_terminal", default=None)
@@ -90,6 +91,8 @@ def session(level: str = "normal"):
                 warnings.simplefilter("ignore")  # library warnings (coffea schema, numpy, iminuit)
             yield mode
     finally:
+        for open_bar in mode.bars:
+            open_bar.close()
         _mode.reset(token)
         root.removeHandler(handler)
         root.setLevel(saved[0])
@@ -146,15 +149,17 @@ def bar(total: int | None, desc: str, unit: str, *, progress: bool | None = None
     if progress is False or mode.level == "quiet":
         return tqdm(total=total, initial=initial, disable=True)
     if not mode.tty:
-        return _LineBar(total, desc, unit, mode.stream, initial)
+        mode.bars.append(_LineBar(total, desc, unit, mode.stream, initial))
+        return mode.bars[-1]
     from tqdm import tqdm as plain  # the terminal: no notebook widget
 
     try:  # a pseudo-terminal without a size (script, some CI runners) reports 0 columns: tqdm would draw nothing
         width = os.get_terminal_size(mode.stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
         width = 0
-    return plain(total=total, initial=initial, desc=desc, unit=unit, leave=True, file=mode.stream,
-                 mininterval=0.5, ncols=min(width, 120) or 100)
+    mode.bars.append(plain(total=total, initial=initial, desc=desc, unit=unit, leave=True, file=mode.stream,
+                           mininterval=0.5, ncols=min(width, 120) or 100))
+    return mode.bars[-1]
 
 
 def say(message: str) -> None:

@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing
 from pathlib import Path
 
 from zprime_grad import atomic, terminal
@@ -50,7 +51,8 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
     # the workers start inside `chatter`, so the FastJet banner each prints to fd 1 is captured
     context = multiprocessing.get_context("spawn")
     bar = terminal.bar(total, "generate", "ev", progress=progress)
-    with terminal.chatter(), context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with closing(bar), terminal.chatter(), context.Manager() as manager, \
+            ProcessPoolExecutor(workers, mp_context=context) as pool:
         queue = manager.Queue()
         pending = {pool.submit(generate_file, job, queue): job for job in sorted(todo, key=lambda j: -j.n_events)}
         while pending:
@@ -62,7 +64,6 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
                 done[job] = future.result()  # a worker error propagates here, naming nothing half-written
                 log.info("generate: wrote %s (%d events, %.1f s)", job.path.name, job.n_events, done[job]["seconds"])
                 bar.set_postfix_str(f"files {len(todo) - len(pending)}/{len(todo)}")
-    bar.close()
     return [done[j] for j in jobs]
 
 
@@ -88,18 +89,31 @@ def effective_xsec(config: Config, summaries: list[dict]) -> dict[str, float]:
 
 
 def mc_fileset(config: Config, jobs: list[FileJob], summaries: list[dict]) -> dict:
-    xsec = effective_xsec(config, summaries)
+    # slices share their process's cross section within one variation: a two-point sample (scaleup …)
+    # is normalised on its own, never split with the nominal samples of its process
+    samples = config.generate.samples
+    xsec = {}
+    for variation in sorted({s.variation for s in samples.values()}):
+        members = {n: s for n, s in samples.items() if s.variation == variation}
+        only = config.model_copy(update={"generate": config.generate.model_copy(update={"samples": members})})
+        xsec.update(effective_xsec(only, [s for s in summaries if s["sample"] in members]))
+    alternatives: dict[str, list[str]] = {}  # process -> its two-point variations in this fileset
+    for name, s in samples.items():
+        if s.variation != "nominal":
+            alternatives.setdefault(s.process or name, []).append(s.variation)
     fileset: dict = {}
     for job, summary in zip(jobs, summaries):
         entry = fileset.setdefault(job.sample, {"files": {}, "metadata": {
             "sample": job.sample,
             "process": job.config.process or job.sample,
-            "variation": "nominal",
+            "variation": job.config.variation,
             "is_data": False,
             "xsec": xsec[job.sample],
             "sumw": 0.0,
             "sumw2": 0.0,
             "nevents": 0,
+            **({"two_point_variations": {p: sorted(set(v)) for p, v in sorted(alternatives.items())}}
+               if alternatives else {}),
         }})
         path = str(job.path.resolve())
         entry["files"][path] = "Events"
