@@ -9,7 +9,9 @@ Names are the AGC's ``{region}_{process}`` (nominal) and ``{region}_{process}_{v
 TH1s to ``histograms.root`` and as the AGC reference JSON ``{name: {"edges": 26, "contents": 27 with
 flow}}`` (``../shared/data/agc/reference/``). Which templates exist follows the AGC's
 ``save_histograms``: b-tag and pT variations for every nominal sample, ``scale_var`` for W+jets, the
-two-point samples for tt̄, and ``pseudodata`` = (tt̄ ME_var + PS_var)/2 + W+jets when those exist.
+two-point samples for tt̄ (separate chunks, or weight templates where the fileset declares them, see
+``agc_ttbar``: the same histograms either way), and ``pseudodata`` = (tt̄ ME_var + PS_var)/2 + W+jets
+when those exist.
 
 Command line (the plain AGC analysis, no optimisation)::
 
@@ -28,7 +30,7 @@ import hist
 import numpy as np
 from coffea import processor
 
-from zprime_grad_processors.agc_ttbar import KINEMATIC_VARIATIONS, TWO_POINT_VARIATIONS
+from zprime_grad_processors.agc_ttbar import KINEMATIC_VARIATIONS, TWO_POINT_VARIATIONS, TWO_POINT_WEIGHTS
 
 REGIONS = ("4j1b", "4j2b")
 BINS, LOW, HIGH = 25, 50.0, 550.0
@@ -53,6 +55,10 @@ def variations_to_fill(chunk) -> list[tuple[str, str, str]]:
     out += [(w, NOMINAL, w) for w in sorted(chunk.weights)
             if w.startswith("btag_var_") or (w.startswith("scale_var_") and chunk.process == "wjets")]
     out += [(v, v, NOMINAL) for v in sorted(chunk.variations)]
+    # two-point samples carried as weight templates (agc_ttbar: fileset metadata two_point_variations):
+    # the template of this chunk's process, under the AGC's variation name
+    own = {f"{chunk.process}_{suffix}": v for v, suffix in TWO_POINT_WEIGHTS.items()}
+    out += [(own[w], NOMINAL, w) for w in sorted(chunk.weights) if w in own]
     return out
 
 

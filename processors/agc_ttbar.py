@@ -22,6 +22,19 @@ every chunk carries the same weights); the two-point tt̄ samples (``ME_var``, `
 ``scaledown``) are datasets with that ``variation`` in their metadata. Unlike the AGC, the resolution
 smearing is reproducible: its Gaussian numbers are a hash of (event number, jet index).
 
+Two-point samples in the statistical model. A fileset that lists its two-point samples in every
+dataset's metadata ``two_point_variations`` (``{process: [variation, ...]}``, as ``zprime-grad
+generate`` writes it) gets them as weight templates over the union of the samples' events, which the
+optimiser and the validation model both take as a NormPlusShape systematic, as the AGC's cabinetry
+config: ``scaleup``/``scaledown`` → ``ttbar_scale_up``/``_down`` ("ttbar scale variations"),
+``ME_var``/``PS_var`` → ``ttbar_me_var_up``/``ttbar_ps_var_up`` (one-sided, symmetrised). In such a
+template an event of the two-point sample has its xsec·lumi weight, an event of its process's nominal
+samples weight 0 (the template is the two-point sample alone), any other process's event its nominal
+weight; in every other template the two-point sample's events weigh 0. Its chunks are then ordinary
+(``sample_variation`` nominal) chunks of the process. Without that metadata (e.g. the real AGC
+fileset) a two-point sample stays a chunk with its ``sample_variation`` (the AGC histograms use it;
+the optimiser refuses it).
+
 Optimisable cuts (declared once; soft and hard derive from them), θ₀ = the AGC: the lepton pT
 threshold, the pT every one of the four jets must pass, the b-tag threshold that defines the regions.
 The jet and lepton definitions above (30 GeV) are the skim's, so the thresholds can only tighten; the
@@ -56,6 +69,8 @@ PT_SCALE, PT_RESOLUTION = 1.03, 0.05
 BTAG_VAR_PER_50GEV, WJETS_SCALE_VAR = 0.075, 0.025
 KINEMATIC_VARIATIONS = ("pt_scale_up", "pt_res_up")
 TWO_POINT_VARIATIONS = ("ME_var", "PS_var", "scaleup", "scaledown")  # separate datasets, AGC tt̄ only
+# the weight template a two-point sample becomes (``{process}_{suffix}``), paired by the _up/_down suffix
+TWO_POINT_WEIGHTS = {"scaleup": "scale_up", "scaledown": "scale_down", "ME_var": "me_var_up", "PS_var": "ps_var_up"}
 NO_TRIJET = -1.0  # trijet mass of an event without a b-tagged trijet: below every histogram
 NanoAODSchema.warn_missing_crossrefs = False  # reduced files; set where workers unpickle the processor
 
@@ -136,6 +151,26 @@ def jet_columns(jets: Objects, quality: np.ndarray, pt_factor) -> dict[str, np.n
             "trijet_mass": mass, "baseline": enough}
 
 
+def two_point_weights(meta) -> dict[str, tuple[str, str]]:
+    """``{weight name: (process, variation)}`` of the two-point samples the fileset declares in its
+    metadata ``two_point_variations`` (only those with a template name, ``TWO_POINT_WEIGHTS``)."""
+    declared = meta.get("two_point_variations") or {}
+    return {f"{process}_{TWO_POINT_WEIGHTS[v]}": (process, v)
+            for process, variations in sorted(declared.items()) for v in variations if v in TWO_POINT_WEIGHTS}
+
+
+def with_two_point_templates(weights: dict[str, np.ndarray], templates: dict[str, tuple[str, str]],
+                             process: str, variation: str) -> dict[str, np.ndarray]:
+    """Add the two-point templates (`two_point_weights`) to one chunk's weights (module docstring)."""
+    nominal = weights["nominal"]
+    zero = np.zeros_like(nominal)
+    if (process, variation) in templates.values():  # the two-point sample: only in its own template
+        out = {k: zero for k in weights}
+        out.update({name: nominal if pv == (process, variation) else zero for name, pv in templates.items()})
+        return out
+    return {**weights, **{name: zero if pv[0] == process else nominal for name, pv in templates.items()}}
+
+
 def btag_weight_variations(jet_pt: np.ndarray) -> dict[str, np.ndarray]:
     """AGC's b-tag weight variations: 1 ± 0.075 · pT(jet i) / 50 GeV for the first four jets."""
     out = {}
@@ -207,6 +242,11 @@ class AGCTTbarProcessor(processor.ProcessorABC):
         if not is_data and "nevts" not in meta and "genWeight" in events.fields:
             gen_weight = np.asarray(events.genWeight, np.float64)[kept]
         weights = self.weights(meta, process, columns["jet_pt"], is_data, gen_weight=gen_weight)
+        templates = {} if is_data else two_point_weights(meta)
+        if templates:
+            weights = with_two_point_templates(weights, templates, process, variation)
+            if (process, variation) in templates.values():
+                variation = "nominal"  # now an ordinary chunk of its process, in its own templates only
 
         chunk = make_chunk(
             columns, weights, variations, ids, buckets=self.buckets, dataset=dataset, process=process,

@@ -32,7 +32,8 @@ needs_shared_data = pytest.mark.skipif(
     not HAVE_SHARED_DATA, reason="../shared/data (the AGC-format file, AGC reference histograms) is not next to this checkout")
 GENERATED_EVENTS = 600  # base per sample of configs/agc_ttbar.yaml (its events_scale apply)
 # ... except these, so that a small sample has W+jets in both regions: 2.5k events, ~40 s on 2 busy cores
-GENERATED_SCALES = {"ttbar": 1.0, "wjets_highpt": 2.0}
+# (the two-point scale samples at half the config's share: their templates are checked, not their precision)
+GENERATED_SCALES = {"ttbar": 1.0, "wjets_highpt": 2.0, "ttbar_scaleup": 0.5, "ttbar_scaledown": 0.5}
 
 
 def fileset():
@@ -197,11 +198,18 @@ def test_generated_samples_fill_the_agc_regions_as_the_independent_reference(agc
     for entry in fs.values():
         meta = entry["metadata"]
         hists = _agc_reference(list(entry["files"]), meta["process"], meta["xsec"], sumw=meta["sumw"])
+        if meta["variation"] != "nominal":  # a two-point sample: its nominal only, as {region}_{process}_{variation}
+            hists = {f"{r}_{meta['process']}_{meta['variation']}": hists[f"{r}_{meta['process']}"] for r in ("4j1b", "4j2b")}
         for name, values in hists.items():
             expected[name] = expected.get(name, 0) + values
-        per_process.setdefault(meta["process"], []).append(meta["nevents"])
+        per_process.setdefault((meta["process"], meta["variation"]), []).append(meta["nevents"])
     _compare_with_reference(ours, expected)
-    assert set(per_process) == {"ttbar", "wjets", "single_top_t_chan", "single_top_s_chan"}
+    assert set(per_process) == {("ttbar", "nominal"), ("ttbar", "scaleup"), ("ttbar", "scaledown"),
+                                ("wjets", "nominal"), ("single_top_t_chan", "nominal"), ("single_top_s_chan", "nominal")}
+    for variation in ("scaleup", "scaledown"):  # the AGC's templates, filled and unlike the nominal
+        for region in ("4j1b", "4j2b"):
+            up, nominal = expected[f"{region}_ttbar_{variation}"], expected[f"{region}_ttbar"]
+            assert sum(up) > 0 and not np.allclose(up, nominal)
     for region in ("4j1b", "4j2b"):
         assert sum(expected[f"{region}_ttbar"]) > 5 * sum(expected[f"{region}_wjets"]) > 0
     assert sum(expected["4j1b_single_top_t_chan"]) + sum(expected["4j2b_single_top_t_chan"]) > 0
@@ -255,6 +263,9 @@ def test_the_config_generates_its_inputs():
     assert config.optimise.objective == "mu_uncertainty"
     assert {s.process for s in config.generate.samples.values()} == {
         "ttbar", "wjets", "single_top_t_chan", "single_top_s_chan"}
+    varied = {s.variation: (s.process, s.scale_multiplier, s.xsec_pb) for s in config.generate.samples.values()
+              if s.variation != "nominal"}
+    assert varied == {"scaleup": ("ttbar", 2.0, 729.84), "scaledown": ("ttbar", 0.5, 729.84)}
 
 
 def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
@@ -277,7 +288,17 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
         assert 0 < summary[label]["mu_uncertainty_hard"] < 10
     assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_valid"], rel=0.5)
     with uproot.open(tmp_path / "histograms.root") as f:
-        assert "baseline/4j2b_ttbar_pt_scale_up" in [k.split(";")[0] for k in f.keys()]
+        keys = [k.split(";")[0] for k in f.keys()]
+        assert "baseline/4j2b_ttbar_pt_scale_up" in keys
+        # the two-point scale samples: a template of tt̄ (the scaleup sample alone), nominal for the others
+        up, down, nominal = (f[f"baseline/4j2b_ttbar_{v}"].values() for v in ("ttbar_scale_up", "ttbar_scale_down", "nominal"))
+        assert up.sum() > 0 and down.sum() > 0 and not np.allclose(up, nominal) and not np.allclose(up, down)
+        np.testing.assert_allclose(f["baseline/4j2b_wjets_ttbar_scale_up"].values(), f["baseline/4j2b_wjets_nominal"].values())
+    # ... which both models take as the AGC's "ttbar scale variations": one up/down systematic on tt̄
+    workspace = json.loads((tmp_path / "workspace_optimised.json").read_text())
+    modifiers = {(s["name"], m["name"], m["type"]) for ch in workspace["channels"] for s in ch["samples"]
+                 for m in s["modifiers"] if m["name"] == "ttbar_scale"}
+    assert ("ttbar", "ttbar_scale", "histosys") in modifiers
 
 
 @needs_shared_data

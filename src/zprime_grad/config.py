@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "zprime.yaml"
 
@@ -28,6 +29,11 @@ class Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- generate
+NOMINAL_VARIATION = "nominal"
+_VARIATION_DEFAULTS = {"variation": NOMINAL_VARIATION, "scale_multiplier": 1.0}
+PYTHIA_MULT_FAC = (0.1, 10.0)  # the range Pythia allows for its renormMultFac / factorMultFac (scale^2 factors)
+
+
 class SampleConfig(Strict):
     """One generated Monte Carlo sample (a coffea dataset)."""
 
@@ -46,6 +52,42 @@ class SampleConfig(Strict):
     bias_pow: float = Field(0.0, ge=0, description="PhaseSpace:bias2SelectionPow; 0 switches biasing off")
     bias_ref: float = Field(100.0, gt=0, description="PhaseSpace:bias2SelectionRef in GeV")
     events_scale: float = Field(1.0, gt=0, description="this sample generates events_scale x generate.events")
+    variation: str = Field(
+        NOMINAL_VARIATION, pattern=r"^[A-Za-z0-9_]+$",
+        description="the dataset's variation (fileset metadata 'variation'): 'nominal', or the name of a "
+                    "two-point systematic sample of its process (e.g. the AGC's scaleup / scaledown)",
+    )
+    scale_multiplier: float = Field(
+        1.0, gt=0, allow_inf_nan=False,
+        description="multiplies every renormalisation and factorisation scale mu of Pythia (hard process "
+                    "and shower: its *MultFac = multiplier^2, which Pythia allows in 0.1-10): 2 and 0.5 "
+                    "make scaleup / scaledown",
+    )
+
+    @field_validator("scale_multiplier")
+    @classmethod
+    def _pythia_range(cls, m: float) -> float:
+        if not PYTHIA_MULT_FAC[0] <= m * m <= PYTHIA_MULT_FAC[1]:
+            raise ValueError(f"Pythia takes scale factors mu^2 in {list(PYTHIA_MULT_FAC)}: the multiplier of mu "
+                             f"must be in [{PYTHIA_MULT_FAC[0] ** 0.5:.4f}, {PYTHIA_MULT_FAC[1] ** 0.5:.4f}]")
+        return m
+
+    @model_validator(mode="after")
+    def _varied_scales_are_a_variation(self) -> "SampleConfig":
+        if self.scale_multiplier != 1.0 and self.variation == NOMINAL_VARIATION:
+            raise ValueError("a sample with scale_multiplier != 1 is a systematic variation: give it a "
+                             "variation name other than 'nominal' (e.g. scaleup / scaledown)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_variation(self, handler):
+        """Dumps leave ``variation`` / ``scale_multiplier`` out at their defaults, so every hash of a
+        dump (the generated files' names, section hashes) is what it was before these fields existed."""
+        data = handler(self)
+        for field, default in _VARIATION_DEFAULTS.items():
+            if field in data and data[field] == default:
+                del data[field]
+        return data
 
 
 class PseudoDataConfig(Strict):
@@ -76,18 +118,22 @@ class GenerateConfig(Strict):
 
     @model_validator(mode="after")
     def _slices_tile_phase_space(self) -> "GenerateConfig":
-        """Samples of one process are pT-hat slices sharing its cross section: they must tile [min, inf)."""
+        """Samples of one (process, variation) are pT-hat slices sharing its cross section: they must tile
+        [min, inf). A two-point variation (``variation`` != nominal) is its own group: its samples tile
+        the phase space again, independently of the nominal ones."""
         if not self.samples:
             raise ValueError("at least one sample is required")
-        by_process: dict[str, list[tuple[str, SampleConfig]]] = {}
+        by_process: dict[tuple[str, str], list[tuple[str, SampleConfig]]] = {}
         for name, sample in self.samples.items():
-            by_process.setdefault(sample.process or name, []).append((name, sample))
-        for process, slices in by_process.items():
+            by_process.setdefault((sample.process or name, sample.variation), []).append((name, sample))
+        for (process_name, variation), slices in by_process.items():
             if len(slices) == 1:
                 continue
+            process = process_name if variation == NOMINAL_VARIATION else f"{process_name} ({variation})"
             names = [n for n, _ in slices]
-            if len({(s.kind, s.xsec_pb, s.k_factor) for _, s in slices}) != 1:
-                raise ValueError(f"slices {names} of process {process!r} need the same kind, xsec_pb, k_factor")
+            if len({(s.kind, s.xsec_pb, s.k_factor, s.scale_multiplier) for _, s in slices}) != 1:
+                raise ValueError(f"slices {names} of process {process!r} need the same kind, xsec_pb, k_factor, "
+                                 "scale_multiplier")
             ordered = sorted(slices, key=lambda item: item[1].pthat_min)
             for (lo_name, lo), (hi_name, hi) in zip(ordered, ordered[1:]):
                 if lo.pthat_max != hi.pthat_min:

@@ -26,6 +26,18 @@ Choices (documented here because they set the physics of the default dataset):
   ``process`` is one of the AGC's channel names (``SINGLE_TOP_CHANNELS``: ``single_top_t_chan``,
   ``single_top_s_chan``), which selects that channel alone (configs/agc_ttbar.yaml). Pythia 8 has
   no tW process, so the AGC's ``single_top_tW`` cannot be generated.
+* **Scale variations.** ``scale_multiplier`` = m ≠ 1 multiplies every renormalisation and
+  factorisation scale Pythia has: the hard process' (``SigmaProcess:renormMultFac``,
+  ``factorMultFac``) and the shower's (``TimeShower:``/``SpaceShower:renormMultFac``,
+  ``factorMultFac``), m = 2 and 0.5 for the AGC's ``scaleup``/``scaledown`` tt̄ samples. Pythia's
+  factors multiply the squared scales, so they are set to m² (4 and 0.25). The shower
+  is varied too, not only the hard process: in this LO tt̄ with a fixed ``xsec_pb`` the hard-process
+  scales only move the PDFs' scale (μR of a 2 → 2 process changes its normalisation, which the fixed
+  cross section undoes), while the shower's μR sets how much radiation, hence how many jets, an event
+  has; the AGC's two-point samples are full Powheg + Pythia 8 samples with their scales varied, whose
+  selection acceptance moves through exactly that extra radiation. With a fixed ``xsec_pb`` the
+  variation changes shapes and acceptance, not the normalisation (as the AGC's xsec · lumi / N for
+  every tt̄ variation).
 """
 
 from __future__ import annotations
@@ -90,6 +102,26 @@ def _bias(cfg: SampleConfig) -> tuple[str, ...]:
     )
 
 
+SCALE_SETTINGS = (
+    "SigmaProcess:renormMultFac",
+    "SigmaProcess:factorMultFac",
+    "TimeShower:renormMultFac",
+    "TimeShower:factorMultFac",
+    "SpaceShower:renormMultFac",
+    "SpaceShower:factorMultFac",
+)
+
+
+def _scales(cfg: SampleConfig) -> tuple[str, ...]:
+    """Every μR/μF of the hard process and the shower × ``scale_multiplier``. Pythia's ``*MultFac``
+    multiply the scales squared (μ², the shower's pT²), so μ × m is ``MultFac = m²`` (4 and 0.25 for the
+    usual × 2, × 0.5). Nothing at m = 1: a nominal sample's settings, hence events, are what they were
+    before scale variations existed."""
+    if cfg.scale_multiplier == 1.0:
+        return ()
+    return tuple(f"{name} = {cfg.scale_multiplier ** 2!r}" for name in SCALE_SETTINGS)
+
+
 def pythia_setup(
     cfg: SampleConfig, *, sqrt_s: float, underlying_event: bool, seed: int, file_index: int
 ) -> PythiaSetup:
@@ -103,6 +135,7 @@ def pythia_setup(
         f"PhaseSpace:pTHatMin = {cfg.pthat_min}",
         f"PhaseSpace:pTHatMax = {cfg.pthat_max if cfg.pthat_max is not None else -1.0}",
         *_bias(cfg),
+        *_scales(cfg),
     )
     leptonic_charge = 1 if file_index % 2 == 0 else -1
     if cfg.kind == "ttbar":
