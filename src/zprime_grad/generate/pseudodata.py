@@ -72,7 +72,7 @@ def make_pseudodata(config: Config, mc: dict, out: Path, seed: int) -> dict:
         meta = mc[name]["metadata"]
         is_signal = config.generate.samples[name].kind in SIGNAL_KINDS
         mu = cfg.signal_strength if is_signal else 1.0
-        if mu == 0:
+        if mu == 0 or meta.get("variation", "nominal") != "nominal":  # a systematic sample is no extra data
             continue
         events = _read(mc[name]["files"])
         lam = mu * meta["xsec"] * lumi * np.asarray(events["genWeight"], np.float64) / meta["sumw"]
