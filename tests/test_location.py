@@ -19,7 +19,7 @@ from zprime_grad.pipeline import run_chain
 
 # Fields that name where a file is or how long something took: not results.
 LOCATION_OR_TIME = {"fileset", "columns", "out", "path", "source", "wall_time_s", "seconds", "elapsed_s",
-                    "wall_seconds", "wall_s", "epoch_time_s", "time_s", "process_time_s", "cache_key", "report",
+                    "wall_seconds", "wall_s", "throughput_hz", "epoch_time_s", "time_s", "process_time_s", "cache_key", "report",
                     "created", "timestamp", "started", "finished"}
 
 

@@ -220,7 +220,10 @@ def open_cluster(settings: ClusterConfig):
         client.close()
         owned.close()
         raise
-    log.info("cluster: %s with %d workers", describe(settings), len(client.scheduler_info()["workers"]))
+    from zprime_grad import terminal
+
+    line = f"cluster: {describe(settings)} with {len(client.scheduler_info()['workers'])} workers"
+    terminal.say(line) if terminal.current() is not None else log.info(line)  # where a run's work goes
     return client, owned
 
 

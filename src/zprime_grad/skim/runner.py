@@ -113,7 +113,7 @@ def run_local(fileset: dict, processor, *, executor: str = "iterative", workers:
             parts = [items[i:i + batch] for i in range(0, len(items), batch)] or [{dataset: fileset[dataset]}]
             for part in parts:
                 out, m = _guarded(lambda: run(part, processor, treename=treename, iteritems_options=iteritems_options))
-                chunks.extend(out["chunks"])
+                chunks.extend(name_chunk_file(c, fileset[dataset]["metadata"]) for c in out["chunks"])
                 got = metrics.setdefault(dataset, {"bytes_read": 0, "process_time_s": 0.0, "entries": 0})
                 got["bytes_read"] += int(m.get("bytesread", 0))
                 got["process_time_s"] += float(m["processtime"])
