@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: setup run test bench clean-data
+.PHONY: setup run test test-fast bench clean-data
 
 setup: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 run: setup
 	$(VENV)/bin/zprime-grad run --out outputs
 
+# Two pytest processes (one per core), each test file on one of them so module fixtures are built once;
+# tests/unit (the pure modules) is collected first and is `make test-fast` on its own.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 tests/unit
 
 bench: setup
 	$(PY) benchmarks/generate.py

@@ -62,3 +62,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip("../shared/data is not next to this checkout")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast unit layer (tests/unit: pure modules, no generated data, no cluster) runs first."""
+    unit = Path(__file__).parent / "unit"
+    items.sort(key=lambda item: 0 if Path(str(item.path)).is_relative_to(unit) else 1)

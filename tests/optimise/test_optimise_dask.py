@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from distributed import Future
 
-from tests.test_optimise import EPOCHS, THETA_OFF, skim_columns
+from tests.optimise.test_optimise import EPOCHS, THETA_OFF, skim_columns
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.optimise.backends import DaskBackend, LocalBackend
 from zprime_grad.optimise.contribution import forward_part

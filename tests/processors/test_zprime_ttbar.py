@@ -19,7 +19,7 @@ from zprime_grad_processors import zprime_systematics as syst
 from zprime_grad_processors.padded import Objects
 from zprime_grad_processors.zprime_ttbar import ZprimeTTbarProcessor
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nanoaod"
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "nanoaod"
 NanoAODSchema.warn_missing_crossrefs = False
 
 

@@ -15,7 +15,7 @@ import yaml
 from zprime_grad import __version__
 from zprime_grad.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 IMAGE_RE = re.compile(r"zprime-grad(?:-notebook)?:[\w.+-]+")
 

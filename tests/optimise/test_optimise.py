@@ -23,7 +23,7 @@ from zprime_grad.optimise.sources import chunk_paths
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.stats import Model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
 THETA_OFF = np.array([0.05, -10.0, 5.0, 20.0, 0.05])  # away from θ₀, inside the bounds
 

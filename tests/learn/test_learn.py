@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_optimise import skim_columns
+from tests.optimise.test_optimise import skim_columns
 from zprime_grad.columns import ColumnChunk, make_chunk
 from zprime_grad.config import parse_config
 from zprime_grad.errors import UserError
@@ -25,7 +25,7 @@ from zprime_grad.selection import Channel, ScoreCut
 
 FEATURES = ["met_pt", "lep_ht", "st", "mtt", "n_jets", "jet_btag[0]", "jet_btag[1]", "fatjet_top_score[0]",
             "fatjet_msoftdrop[0]", "fatjet_pt[0]"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HIDDEN = [24, 16]  # 10 -> 24 -> 16 -> 1: 681 weights
 
 

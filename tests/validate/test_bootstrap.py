@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_validate import chunks, skim_dir  # noqa: F401  (module fixtures: the small skim)
+from tests.validate.test_validate import chunks, skim_dir  # noqa: F401  (module fixtures: the small skim)
 from zprime_grad.optimise.model import ModelSettings
 from zprime_grad.validate.bootstrap import (Analysis, event_counts, replica_histograms, replica_significances,
                                             summarise)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.cluster_support import (BIN, Certificates, Processes, kill_gateway_clusters, make_certificates,
+from tests.cluster.support import (BIN, Certificates, Processes, kill_gateway_clusters, make_certificates,
                                    start_gateway, start_scheduler, start_worker, wait_for_workers)
 from zprime_grad import __version__
 from zprime_grad.cli import main
@@ -33,7 +33,7 @@ from zprime_grad.errors import UserError
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
-SRC = Path(__file__).resolve().parents[1] / "src" / "zprime_grad"
+SRC = Path(__file__).resolve().parents[2] / "src" / "zprime_grad"
 
 
 def write_config(generated, path: Path, **cluster) -> Path:
