@@ -336,6 +336,8 @@ class ValidationConfig(Strict):
     bootstrap: int = Field(0, ge=0, description="Poisson bootstrap replicas of the held-out MC: the spread of "
                                                  "Z0 and of the ratio between analyses (0: off)")
     seed: int = Field(0, description="seed of the bootstrap counts")
+    plots: bool = Field(True, description="draw the PNG plots and the report's images (false: numbers, "
+                                          "workspaces and report text only, e.g. in batch comparisons)")
 
 
 # --------------------------------------------------------------------------------------------- root

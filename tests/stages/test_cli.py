@@ -110,8 +110,10 @@ def test_importing_the_package_changes_no_global_state():
 def test_fit_warnings_say_what_a_failed_fit_means():
     from zprime_grad.validate.inference import fit_warnings
 
-    converged = {"Z": 2.0, "p0": 0.02, "method": "cabinetry.fit.significance (minuit tolerance 0.1)"}
-    fallback = {"Z": 2.0, "p0": 0.02, "method": "pyhf.infer.hypotest (scipy)"}
+    converged = {"Z": 2.0, "p0": 0.02,
+                 "method": "pyhf.infer.mle.fixed_poi_fit (minuit tolerance 0.1; mu-free optimum at the Asimov point)"}
+    fallback = {"Z": 2.0, "p0": 0.02,
+                "method": "pyhf.infer.mle.fixed_poi_fit (pyhf scipy; mu-free optimum at the Asimov point)"}
     failed = {"Z": None, "p0": None, "method": None, "errors": ["minuit: FunctionMinimum is invalid"]}
     fit_failed = {"mu_hat": None, "method": None, "errors": ["scipy: failed"]}
     assert fit_warnings("baseline", converged, {"method": "cabinetry.fit.fit (minuit tolerance 0.001)"}) == []

@@ -141,12 +141,14 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, colum
 
 def validate(config: Config, *, params, out, columns=None, fileset=None, executor: str | None = None,
              workers: int | None = None, scheduler: str | None = None, client=None,
-             chunksize: int | None = None, mode: str = "runner", plots: bool = True,
+             chunksize: int | None = None, mode: str = "runner", plots: bool | None = None,
              progress: bool | None = None) -> dict:
-    """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``."""
+    """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``.
+    ``plots``: None follows ``validation.plots``."""
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
     start = time.perf_counter()
+    plots = config.validation.plots if plots is None else plots
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = make_processor(config, skim_options(config))
@@ -232,12 +234,12 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     elif config.validation.bootstrap:
         log.warning("validate: validation.bootstrap needs skimmed columns (--columns); no bootstrap from a fileset")
     bar.update(int(boot))
-    if plots:
-        from zprime_grad.validate.report import write_report
+    from zprime_grad.validate.report import write_report
 
+    if plots:
         bar.set_postfix_str("plots, report")
         summary["outputs"]["plots"] = write_plots(out, hists, summary, params, config)
-        summary["outputs"]["report"] = write_report(out, summary)
+    summary["outputs"]["report"] = write_report(out, summary)
     bar.update(int(plots))
     bar.close()
     save_json(out / "validation.json", summary)
