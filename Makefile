@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 run: setup
 	$(VENV)/bin/zprime-grad run --out outputs
 
-# Two pytest processes (one per core), each test file on one of them so module fixtures are built once;
+# Two pytest processes (one per core), each test file on one of them so module fixtures are built once,
+# files in the order tests/conftest.py gives (the unit layer, then the longest files);
 # tests/unit (the pure modules) is collected first and is `make test-fast` on its own.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	$(PY) -m pytest -q -n 2 tests/unit
