@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from zprime_grad.config import load_config
-    from zprime_grad.pipeline import run_chain
+    from zprime_grad.stages.run import run_chain
 
     run, out = Path(args.run), Path(args.out)
     original = json.loads((run / "validation.json").read_text())

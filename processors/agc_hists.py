@@ -158,7 +158,7 @@ def run(config, out, *, fileset=None, params=None, executor: str = "iterative", 
     analysis = make_processor(config, skim_options(config))
     theta = load_params(params, analysis.parameters())[0] if params is not None else None
     if fileset is None:
-        from zprime_grad.pipeline import configured_fileset
+        from zprime_grad.stages.run import configured_fileset
 
         fileset = configured_fileset(config)
     from zprime_grad.skim.runner import declared_reading

@@ -45,7 +45,7 @@ class Analysis:
             from zprime_grad.errors import UserError
 
             raise UserError(f"{self.config.source or 'config'}: no fileset given and no 'fileset:' in the config")
-        from zprime_grad.pipeline import configured_fileset
+        from zprime_grad.stages.run import configured_fileset
 
         return configured_fileset(self.config)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func``.
 COMMANDS = [
     "zprime_grad.generate.cli",
-    "zprime_grad.pipeline",
+    "zprime_grad.stages.run",
     "zprime_grad.stats.cli",
     "zprime_grad.optimise.cli",
     "zprime_grad.skim.cli",

@@ -145,10 +145,30 @@ def start_scheduler(procs: Processes, protocol: str, certs: Certificates | None 
 
 
 def start_worker(procs: Processes, name: str, address: str, certs: Certificates | None = None,
-                 env: dict | None = None) -> subprocess.Popen:
+                 env: dict | None = None, prefix: list[str] | None = None) -> subprocess.Popen:
+    """``prefix``: a command the worker runs under (e.g. `hiding` a directory from it)."""
     cmd = [str(BIN / "dask"), "worker", address, "--name", name, "--host", "127.0.0.1", "--nthreads", "1",
            "--no-dashboard", "--memory-limit", "0", *(tls_args(certs) if certs else [])]
-    return procs.start(name, cmd, env)
+    return procs.start(name, [*(prefix or []), *cmd], env)
+
+
+# ----------------------------------------------------------------------------------------- private view
+def hiding(directory: Path) -> list[str] | None:
+    """A command prefix that runs a process in its own mount namespace with an empty tmpfs over
+    ``directory``: the process cannot see what the driver writes there (as on a facility whose workers
+    do not share the notebook's filesystem). None where this machine allows no mount namespace (needs
+    root, or unprivileged user namespaces for ``unshare -r``)."""
+    script = 'mount -t tmpfs zprime-grad-hidden "$0" && exec "$@"'
+    for flags in (["-m"], ["-r", "-m"]):
+        prefix = ["unshare", *flags, "--propagation", "private", "sh", "-c", script, str(directory)]
+        try:
+            probe = subprocess.run([*prefix, "sh", "-c", f'test -z "$(ls -A "{directory}")"'], capture_output=True,
+                                   timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if probe.returncode == 0:
+            return prefix
+    return None
 
 
 def wait_for_workers(address: str, n: int, certs: Certificates | None = None, timeout: float = 90) -> None:

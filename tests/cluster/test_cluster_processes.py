@@ -3,6 +3,8 @@
 - a ``dask scheduler`` and two ``dask worker`` processes started from their command lines with TLS
   certificates made here: the run matches the local run; clients without the right certificate are refused;
 - a ``dask-gateway-server`` (UnsafeLocalBackend) from a config written here: the run through the gateway;
+- workers that cannot see the driver's output directory (each in its own mount namespace with an empty
+  tmpfs over it), one of them SIGKILLed after the first epoch: the run matches the local run;
 - a worker that imports another installation of zprime_grad (an older version on its PYTHONPATH, as
   in a stale image) makes the connection fail with a message naming the worker, package and versions.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.cluster.support import (BIN, Certificates, Processes, kill_gateway_clusters, make_certificates,
+from tests.cluster.support import (BIN, Certificates, Processes, hiding, kill_gateway_clusters, make_certificates,
                                    start_gateway, start_scheduler, start_worker, wait_for_workers)
 from zprime_grad import __version__
 from zprime_grad.cli import main
@@ -219,3 +221,52 @@ def test_run_through_dask_gateway_matches_local_backend(generated, gateway, loca
     with urllib.request.urlopen(request, timeout=30) as response:
         assert json.loads(response.read()) == {}
     print(f"gateway run: {wall:.1f} s")
+
+
+# ----------------------------------------------------------------------------------------- no shared filesystem
+def test_workers_that_cannot_see_the_output_directory_and_a_killed_worker(generated, local_run, tmp_path):
+    """The facility case: the driver's OUT is invisible to the workers, so the chunks must stay in their
+    memory from the skim to the last bootstrap replica; one worker dies after the first epoch."""
+    import os
+    import signal
+
+    from distributed import Client
+
+    driver = tmp_path / "driver"  # what only the driver sees: the outputs
+    driver.mkdir()
+    (driver / "marker").write_text("the driver's file")
+    prefix = hiding(driver)
+    if prefix is None:
+        pytest.skip("no private mount namespace on this machine (needs root or unprivileged user namespaces)")
+    procs = Processes(tmp_path / "logs")
+    try:
+        address = start_scheduler(procs, "tcp")
+        workers = [start_worker(procs, f"hidden-{i}", address, prefix=prefix) for i in range(2)]
+        wait_for_workers(address, 2)
+        with Client(address, timeout="30s") as client:  # the workers really see an empty directory there
+            seen = client.run(os.listdir, str(driver))
+        assert len(seen) == 2 and all(listing == [] for listing in seen.values()), seen
+
+        config = write_config(generated, tmp_path / "facility.yaml", kind="scheduler", address=None)
+        out = driver / "out"
+        cmd = [str(BIN / "zprime-grad"), "run", str(config), "--fileset", str(generated.fileset), "--out", str(out),
+               "--scheduler", address, "--epochs", str(EPOCHS)]
+        with open(tmp_path / "run.log", "w") as log:
+            run = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            history = out / "optimise" / "optimisation.json"
+            deadline = time.monotonic() + 600
+            while not history.exists() and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            killed = run.poll() is None
+            if killed:  # after the first epoch: half the resident chunks are lost
+                os.killpg(workers[0].pid, signal.SIGKILL)
+            returncode = run.wait(timeout=600)
+        output = (tmp_path / "run.log").read_text()
+        assert returncode == 0, output[-4000:]
+        assert killed, "the run ended before a worker could be killed"
+        assert workers[0].poll() is not None
+        assert_same_results(out, local_run)
+        skim = json.loads((out / "skim/skim.json").read_text())
+        assert skim["resident"] and skim["columns"] == [] and not (out / "skim/columns").exists()
+    finally:
+        procs.stop()

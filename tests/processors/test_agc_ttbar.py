@@ -269,7 +269,7 @@ def test_the_config_generates_its_inputs():
 
 
 def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
-    from zprime_grad.pipeline import run_chain
+    from zprime_grad.stages.run import run_chain
 
     config, fs_path = agc_generated
     outputs = run_chain(config, tmp_path, fileset=fs_path, epochs=2)

@@ -30,7 +30,7 @@ def _config(tmp_path: Path, **extra):
 
 
 def test_config_without_generate_and_with_a_fileset(tmp_path):
-    from zprime_grad.pipeline import configured_fileset
+    from zprime_grad.stages.run import configured_fileset
 
     config = _config(tmp_path, fileset={"ds": {"files": {"../data/f.root": "Events"}, "metadata": {"xsec": 1.0}}})
     assert config.generate is None

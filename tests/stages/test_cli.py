@@ -101,7 +101,7 @@ def test_a_command_run_in_process_leaves_logging_warnings_and_jax_as_they_were(t
 
 def test_importing_the_package_changes_no_global_state():
     code = ("import logging, warnings\nbefore = (list(logging.getLogger().handlers), list(warnings.filters))\n"
-            "import zprime_grad, zprime_grad.cli, zprime_grad.terminal, zprime_grad.pipeline\n"
+            "import zprime_grad, zprime_grad.cli, zprime_grad.terminal, zprime_grad.stages.run\n"
             "print(before == (list(logging.getLogger().handlers), list(warnings.filters)))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "True", result.stdout + result.stderr

@@ -22,7 +22,7 @@ import uproot
 
 from zprime_grad.config import Config
 from zprime_grad.generate import generate_dataset
-from zprime_grad.pipeline import run_chain
+from zprime_grad.stages.run import run_chain
 
 # Fields that name where a file is or how long something took: not results.
 LOCATION_OR_TIME = {"fileset", "columns", "out", "path", "source", "wall_time_s", "seconds", "elapsed_s",

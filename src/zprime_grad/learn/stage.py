@@ -1,6 +1,6 @@
 """The ``zprime-grad run`` stages of a config with ``optimise.networks``: train → optimise ×2 → validate ×2.
 
-`zprime_grad.pipeline.run_chain` runs the cuts-only analysis (`cuts_only`: the same config without
+`zprime_grad.stages.run.run_chain` runs the cuts-only analysis (`cuts_only`: the same config without
 networks) exactly as for the default config — ``OUT/optimise``, ``OUT/validation.json`` — and then
 `run_learned`:
 

@@ -91,13 +91,18 @@ def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float
             "lumi_pb": config.analysis.lumi_pb, "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
 
 
+def skim_cache_key(config: Config, options: SkimConfig, inputs: dict) -> str:
+    """What a skim's result depends on: config, processor and the inputs' logical names and sizes."""
+    return hashlib.sha256(f"{config_hash(config, options)}:{config.analysis.processor}:"
+                          f"{fileset_fingerprint(inputs)}".encode()).hexdigest()[:16]
+
+
 def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None,
                       progress: bool | None = None) -> tuple[dict, bool]:
     """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
     out = Path(out)
     inputs = load_fileset(fileset)
-    cache_key = hashlib.sha256(f"{config_hash(config, options)}:{config.analysis.processor}:"
-                               f"{fileset_fingerprint(inputs)}".encode()).hexdigest()[:16]
+    cache_key = skim_cache_key(config, options, inputs)
     cached = store.cached_report(out, cache_key)
     if cached is not None:
         log.info("skim: %s is up to date (cache key %s)", out / store.REPORT, cache_key)

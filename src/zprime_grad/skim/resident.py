@@ -107,6 +107,13 @@ class ResidentChunks:
         """Run ``func(chunk, *args, **kwargs)`` next to every chunk; returns futures (results stay remote)."""
         return self.client.map(func, self.futures, *[[a] * len(self) for a in args], pure=False, **kwargs)
 
+    def sort_like_files(self) -> None:
+        """Chunks in the order of a skim directory (by chunk file name), so every sum over them is taken
+        in the same order as from the files, and the numbers are identical."""
+        order = sorted(range(len(self.futures)), key=lambda i: self.summaries[i]["path"])
+        self.futures = [self.futures[i] for i in order]
+        self.summaries = [self.summaries[i] for i in order]
+
     def write(self, directory: str) -> list[dict]:
         """Workers write their own chunks (needs a filesystem the workers and the driver share)."""
         return self.client.gather(self.map(write_chunk, directory))

@@ -50,7 +50,8 @@ def write_chunk(chunk: ColumnChunk, directory: str) -> dict:
 def summarise_chunk(chunk: ColumnChunk, channels, params) -> dict:
     """The few numbers the driver keeps per chunk (never event arrays)."""
     return {
-        "key": list(chunk.key), "dataset": chunk.dataset, "process": chunk.process, "is_data": chunk.is_data,
+        "key": list(chunk.key), "path": f"{COLUMNS}/{chunk_filename(chunk)}", "dataset": chunk.dataset,
+        "process": chunk.process, "is_data": chunk.is_data,
         "n_events": chunk.n_events, "length": chunk.length, "nbytes": chunk.nbytes,
         "entries_read": int(chunk.provenance.get("entries_read", 0)),
         "counts": channel_counts(chunk, channels, params), "metrics": dict(chunk.metrics),
@@ -99,7 +100,7 @@ def cached_report(out: Path, cache_key: str) -> dict | None:
         report = json.loads((Path(out) / REPORT).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if report.get("cache_key") != cache_key:
+    if report.get("cache_key") != cache_key or not report.get("columns"):  # none: resident on a cluster
         return None
     if not all((Path(out) / c["path"]).exists() for c in report.get("columns", [])):
         return None

@@ -2,9 +2,10 @@
 
 Stages run in data-flow order: generate → skim → optimise → validate (+ report), skipping work
 whose inputs did not change (the generator's files are keyed by their settings, the skim by config +
-inputs, the optimisation continues a matching checkpoint). ``OUT/skim`` and ``OUT/optimise`` hold
-the intermediate stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the
-workspaces and the plots are the result. The hard-cut validation always runs (it is a few seconds
+inputs, the optimisation continues a matching checkpoint). ``OUT/skim`` (in-process; on a cluster the
+chunks stay on the workers: `zprime_grad.stages.session`) and ``OUT/optimise`` hold the intermediate
+stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the workspaces and the
+plots are the result. The hard-cut validation always runs (it is a few seconds
 of histogram filling and two cabinetry fits per θ). A config with ``optimise.networks`` runs the
 cuts-only chain and then the learned-observable stages (``zprime_grad.learn.stage``: train → optimise
 with the network frozen and fine-tuned → validate), adding their rows to validation.json/report.html.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,9 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
               epochs=None, progress: bool | None = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``. ``progress``: a bar per stage (None:
     as the CLI session decides, `zprime_grad.terminal`)."""
-    from zprime_grad.cluster import connect, resolve
     from zprime_grad.generate import generate_dataset
     from zprime_grad.optimise.driver import optimise
-    from zprime_grad.skim.pipeline import skim_options, skim_to_directory
+    from zprime_grad.stages.session import Session
     from zprime_grad.validate.driver import validate
 
     out.mkdir(parents=True, exist_ok=True)
@@ -64,34 +63,28 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         log.info("run: generate -> %s", fileset)
     outputs["fileset"] = str(fileset)
 
-    # one cluster for every stage (a remote scheduler or gateway implies the dask backend)
-    settings = resolve(config, scheduler=scheduler, workers=workers)
-    if settings.kind != "local" and backend is None:
-        backend = "dask"
-    executor = "dask" if backend == "dask" or settings.kind != "local" else None
-    with connect(settings) if executor else nullcontext((None, None)) as (client, _):
-        # the skim is written to disk (cached); the optimisation reads the columns from there
-        options = skim_options(config, executor=executor, workers=workers, scheduler=scheduler)
-        skim_dir = out / "skim"
-        _, reused = skim_to_directory(config, fileset, skim_dir, options, client=client, progress=progress)
-        log.info("run: skim -> %s%s", skim_dir, " (reused)" if reused else "")
-        outputs["skim"] = str(skim_dir)
+    # one session for every stage: in-process (the skim cached in OUT/skim), or one cluster whose workers
+    # keep the chunks from the skim to the last bootstrap replica (a remote scheduler implies dask)
+    with Session(config, scheduler=scheduler, workers=workers, backend=backend) as session:
+        chunks = session.skim(fileset, out / "skim", progress=progress)
+        outputs["skim"] = str(out / "skim")
 
         optimise_dir = out / "optimise"
         extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
-        optimise(config, out=optimise_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
-                 client=client, **extra)
+        optimise(config, out=optimise_dir, columns=chunks, backend=session.backend, resume="auto",
+                 progress=progress, client=session.client, **extra)
         log.info("run: optimise -> %s", optimise_dir)
         outputs["optimise"] = str(optimise_dir)
 
-        # hard cuts at θ* and θ₀ on the held-out (odd) events of the same columns, cabinetry/pyhf, report
-        validate(config, params=optimise_dir / "params.json", out=out, columns=skim_dir, executor=executor,
-                 workers=workers, client=client, progress=progress)
+        # hard cuts at θ* and θ₀ on the held-out (odd) events of the same chunks, cabinetry/pyhf, report
+        validate(config, params=optimise_dir / "params.json", out=out, columns=chunks, executor=session.executor,
+                 workers=workers, client=session.client, progress=progress)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
             from zprime_grad.learn.stage import run_learned
 
-            outputs.update(run_learned(learned, out, skim_dir, backend=backend, workers=workers, client=client,
-                                       executor=executor, epochs=epochs, progress=progress))
+            outputs.update(run_learned(learned, out, chunks, backend=session.backend, workers=workers,
+                                       client=session.client, executor=session.executor, epochs=epochs,
+                                       progress=progress))
     log.info("run: validate -> %s", out / "validation.json")
     outputs["validation"] = str(out / "validation.json")
     outputs["report"] = str(out / "report.html")
