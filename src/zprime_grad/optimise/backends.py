@@ -123,11 +123,3 @@ class DaskBackend:
             self.owned_cluster.close()
             self.owned_cluster = None
 
-
-# ----------------------------------------------------------------------------------------- clients
-def connect(*, workers: int = 2, scheduler: str | None = None, tls=None):
-    """``(client, owned)`` for a scheduler address or a LocalCluster; see `zprime_grad.cluster`."""
-    from zprime_grad.cluster import open_cluster, resolve
-
-    settings = resolve(None, scheduler=scheduler, workers=workers)
-    return open_cluster(settings if tls is None else settings.model_copy(update={"tls": tls}))
