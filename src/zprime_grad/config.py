@@ -311,7 +311,7 @@ class NetworkUseConfig(Strict):
 
 
 class FineTuneConfig(Strict):
-    """How ``zprime-grad run`` fine-tunes the networks' weights with the cuts (`zprime_grad.learn.stage`).
+    """How ``zprime-grad run`` fine-tunes the networks' weights with the cuts (`zprime_grad.stages.learned`).
 
     It starts at the optimum with the pre-trained weights frozen, so the relaxation is held at its end
     values and the cut thresholds move at a fraction of their step; a softer score cut spreads the weights'

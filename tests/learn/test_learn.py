@@ -72,7 +72,7 @@ def synthetic_chunk(n=300, seed=1) -> ColumnChunk:
 # ---------------------------------------------------------------------------------- the config
 def test_the_network_config_extends_the_default_and_checks_its_references(tmp_path):
     from zprime_grad.config import ConfigError, load_config
-    from zprime_grad.learn.stage import cuts_only, fine_tuning, frozen
+    from zprime_grad.stages.learned import cuts_only, fine_tuning, frozen
 
     default, nn = load_config(), load_config(REPO / "configs" / "zprime_nn.yaml")
     assert nn.generate == default.generate and nn.skim == default.skim  # same data, same skim

@@ -7,7 +7,7 @@ chunks stay on the workers: `zprime_grad.stages.session`) and ``OUT/optimise`` h
 stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the workspaces and the
 plots are the result. The hard-cut validation always runs (it is a few seconds
 of histogram filling and two cabinetry fits per θ). A config with ``optimise.networks`` runs the
-cuts-only chain and then the learned-observable stages (``zprime_grad.learn.stage``: train → optimise
+cuts-only chain and then the learned-observable stages (``zprime_grad.stages.learned``: train → optimise
 with the network frozen and fine-tuned → validate), adding their rows to validation.json/report.html.
 """
 
@@ -49,8 +49,8 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
     out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
     learned = None
-    if config.optimise.networks:  # learned observables: cuts only first, then zprime_grad.learn.stage
-        from zprime_grad.learn.stage import cuts_only
+    if config.optimise.networks:  # learned observables: cuts only first, then zprime_grad.stages.learned
+        from zprime_grad.stages.learned import cuts_only
 
         learned, config = config, cuts_only(config)
     if fileset is None and config.fileset is not None:  # the config names its inputs: no generation
@@ -80,7 +80,7 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         validate(config, params=optimise_dir / "params.json", out=out, columns=chunks, executor=session.executor,
                  workers=workers, client=session.client, progress=progress)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
-            from zprime_grad.learn.stage import run_learned
+            from zprime_grad.stages.learned import run_learned
 
             outputs.update(run_learned(learned, out, chunks, backend=session.backend, workers=workers,
                                        client=session.client, executor=session.executor, epochs=epochs,

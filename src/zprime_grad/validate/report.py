@@ -85,7 +85,7 @@ def _improvement(summary: dict) -> str:
 
 
 def _learned(summary: dict) -> str:
-    """Configs with networks (``zprime_grad.learn.stage``): one row per analysis, held-out hard-cut Z₀."""
+    """Configs with networks (``zprime_grad.stages.learned``): one row per analysis, held-out hard-cut Z₀."""
     learned = summary.get("learned")
     if not learned:
         return ""
