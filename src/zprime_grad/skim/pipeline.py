@@ -97,6 +97,17 @@ def skim_cache_key(config: Config, options: SkimConfig, inputs: dict) -> str:
                           f"{fileset_fingerprint(inputs)}".encode()).hexdigest()[:16]
 
 
+def skim_report(config: Config, options: SkimConfig, cache_key: str, result: SkimResult | ResidentChunks,
+                wall: float, *, columns: list[dict]) -> dict:
+    """skim.json of a finished skim (chunks here or resident): counts, metrics and the column files."""
+    metrics = (store.metrics_from_chunks(result.summaries) if isinstance(result, ResidentChunks)
+               else result.dataset_metrics)
+    report = store.build_report(result.summaries, metrics, bad_files=result.bad_files,
+                                info=report_info(config, options, cache_key, wall))
+    report["columns"] = sorted(columns, key=lambda c: c["path"])
+    return report
+
+
 def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None,
                       progress: bool | None = None) -> tuple[dict, bool]:
     """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
@@ -115,16 +126,12 @@ def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, clie
         try:
             if isinstance(result, ResidentChunks):
                 written = result.write(str(tmp))
-                metrics = store.metrics_from_chunks(result.summaries)
             else:
                 written = [store.write_chunk(c, str(tmp)) for c in result.chunks]
-                metrics = result.dataset_metrics
         finally:
             if isinstance(result, ResidentChunks):
                 result.close()
-        report = store.build_report(result.summaries, metrics, bad_files=result.bad_files,
-                                    info=report_info(config, options, cache_key, time.perf_counter() - start))
-        report["columns"] = sorted(written, key=lambda c: c["path"])
+        report = skim_report(config, options, cache_key, result, time.perf_counter() - start, columns=written)
         store.commit(out, tmp, report)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial skim behind

@@ -5,8 +5,8 @@ whose inputs did not change (the generator's files are keyed by their settings, 
 inputs, the optimisation continues a matching checkpoint). ``OUT/skim`` (in-process; on a cluster the
 chunks stay on the workers: `zprime_grad.stages.session`) and ``OUT/optimise`` hold the intermediate
 stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the workspaces and the
-plots are the result. The hard-cut validation always runs (it is a few seconds
-of histogram filling and two cabinetry fits per θ). A config with ``optimise.networks`` runs the
+plots are the result. The hard-cut validation always runs (histogram filling and a few pyhf fits per
+θ). A config with ``optimise.networks`` runs the
 cuts-only chain and then the learned-observable stages (``zprime_grad.stages.learned``: train → optimise
 with the network frozen and fine-tuned → validate), adding their rows to validation.json/report.html.
 """

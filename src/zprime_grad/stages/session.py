@@ -85,18 +85,17 @@ class Session:
     def _skim_resident(self, fileset, out: Path, options):
         from zprime_grad.skim import store
         from zprime_grad.skim.fileset import load_fileset
-        from zprime_grad.skim.pipeline import report_info, run_skim, skim_cache_key
+        from zprime_grad.skim.pipeline import run_skim, skim_cache_key, skim_report
 
         start = time.perf_counter()
         inputs = load_fileset(fileset)
         chunks = run_skim(self.config, inputs, options, client=self.client)
         self._resident.append(chunks)
         chunks.sort_like_files()  # the order of a skim directory's chunks: the same sums as a local run
-        info = report_info(self.config, options, skim_cache_key(self.config, options, inputs),
-                           time.perf_counter() - start)
-        report = store.build_report(chunks.summaries, store.metrics_from_chunks(chunks.summaries),
-                                    bad_files=chunks.bad_files, info={**info, "resident": True})
-        report["columns"] = []  # nothing on disk: a later run skims again (see store.cached_report)
+        # no column files: a later run skims again (store.cached_report never reuses this report)
+        report = skim_report(self.config, options, skim_cache_key(self.config, options, inputs), chunks,
+                             time.perf_counter() - start, columns=[])
+        report["resident"] = True
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_json(out / store.REPORT, report, sort_keys=True)
         terminal.say(f"skim: {len(chunks)} chunks resident on the workers")

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--chunksize", type=int, default=None, help="entries per coffea chunk (default: skim.chunksize)")
     p.add_argument("--mode", choices=("runner", "dask-awkward"), default="runner",
                    help="coffea Runner (default) or NanoEvents dask mode + dask-histogram (on the dask client)")
-    p.add_argument("--no-plots", action="store_true", help="skip the mplhep plots (OUT/plots/); default: validation.plots")
+    p.add_argument("--no-plots", action="store_true",
+                   help="skip the mplhep plots (OUT/plots/); default: validation.plots")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     executor = args.executor or ("dask" if remote(config, args.scheduler) else None)
     result = validate(config, params=args.params, out=args.out, columns=args.columns, fileset=args.fileset,
-                      executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize, mode=args.mode, plots=False if args.no_plots else None)
+                      executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize,
+                      mode=args.mode, plots=False if args.no_plots else None)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731
     base, opt = result["baseline"], result["optimised"]
     measure = result.get("figure_of_merit") == "mu_uncertainty"

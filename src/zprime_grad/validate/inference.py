@@ -7,8 +7,8 @@
   values, Hesse uncertainties and the pulls ``(θ̂ − θ₀)/σ_prefit`` of the constrained parameters.
 
 Minuit is tried with a tight tolerance first, then with its default; then pyhf's scipy optimiser.
-pyhf's backend and optimizer are the caller's again afterwards. The attempt that succeeded is recorded (``method``); a model no optimiser can
-fit gives ``None`` values with the error, never an exception.
+The attempt that succeeded is recorded (``method``); a model no optimiser can fit gives ``None``
+values with the error, never an exception. pyhf's backend and optimizer are the caller's afterwards.
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ def expected_significance(spec: dict) -> dict:
         init = np.asarray(model.config.suggested_init(), float)
         with _optimizer("scipy"):
             twice_nll_free = -2.0 * float(model.logpdf(init, asimov)[0])
-        attempts = [(f"{method}; mu-free optimum at the Asimov point", pyhf.optimize.minuit_optimizer(
-            verbose=0, tolerance=tolerance if tolerance is not None else 0.1, maxiter=MAXITER))
+        attempts = [(method, pyhf.optimize.minuit_optimizer(verbose=0, tolerance=tolerance or 0.1, maxiter=MAXITER))
                     for method, tolerance in ATTEMPTS]
-        attempts.append(("pyhf scipy; mu-free optimum at the Asimov point", pyhf.optimize.scipy_optimizer()))
+        attempts.append(("pyhf scipy", pyhf.optimize.scipy_optimizer()))
         for method, optimizer in attempts:
+            method = f"{method}; mu-free optimum at the Asimov point"
             try:
                 with _optimizer(optimizer):
                     _, twice_nll_zero = pyhf.infer.mle.fixed_poi_fit(0.0, asimov, model, return_fitted_val=True)
