@@ -20,6 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from zprime_grad.errors import UserError
+from zprime_grad.model_table import systematic_pairs
 from zprime_grad.selection import Channel, Parameter, columns_needed, parameters
 
 NOMINAL, SUMW2 = "nominal", "sumw2"
@@ -87,7 +88,8 @@ class Layout:
 
     def systematics(self) -> dict[str, tuple[str, str | None]]:
         """Up/down template pairs by systematic name: ``{"jes": ("jes_up", "jes_down"), …}``; a variation
-        with only ``_up`` (e.g. a one-sided jet-energy scale) pairs with ``None``: symmetrised."""
+        with only ``_up`` (e.g. a one-sided jet-energy scale) pairs with ``None``: symmetrised
+        (`zprime_grad.model_table.systematic_pairs`, the one pairing rule)."""
         return systematic_pairs((*self.weight_variations, *self.kinematic_variations))
 
 
@@ -182,11 +184,3 @@ def _all_cuts(channels: Iterable[Channel]):
     for channel in channels:
         for cut in channel.cuts:
             yield from getattr(cut, "cuts", (cut,))
-
-
-def systematic_pairs(names) -> dict[str, tuple[str, str | None]]:
-    """``{name: (name_up, name_down)}`` for every ``_up`` variation; ``(name_up, None)`` where there is no
-    ``_down``: the model symmetrises it (down = 2·nominal − up), as cabinetry's ``Symmetrize``."""
-    names = tuple(names)
-    return {up[: -len("_up")]: (up, up[:-3] + "_down" if up[:-3] + "_down" in names else None)
-            for up in names if up.endswith("_up")}

@@ -3,7 +3,7 @@
 ``Z_hard`` (cabinetry's workspace) and ``Z_soft`` (the optimiser's soft templates) differ for two
 reasons: soft vs hard cuts/KDE (what validation is about), and cabinetry's NormPlusShape encoding of a
 variation vs the optimiser's single histosys. `optimiser_model_spec` puts the *hard* templates into the
-optimiser's model (`zprime_grad.optimise.model.build_spec`, same floor, modifiers, staterror), so
+optimiser's model (`zprime_grad.model_table.pyhf_spec`, same floor, modifiers, staterror), so
 ``Z_hard_optimiser_model`` differs from ``Z_soft`` only by the relaxation and from ``Z_hard`` only by
 the encoding.
 """
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from zprime_grad.optimise.layout import Layout
-from zprime_grad.optimise.model import ModelSettings, build_spec
-from zprime_grad.selection import parameters
+from zprime_grad.model_table import SUMW2, ModelSettings, ModelShape, pyhf_spec
 from zprime_grad.validate.hists import NOMINAL, Binning, template
 
 
-def hard_layout(binning: Binning, processes, variations) -> Layout:
-    """A `Layout` with the hard templates' processes and variations (all listed as weight variations:
-    the model only needs their names and up/down pairing)."""
-    return Layout(channels=binning.channels, processes=tuple(processes),
-                  weight_variations=tuple(v for v in variations if v != NOMINAL), kinematic_variations=(),
-                  edges=binning.edges, param_names=tuple(sorted(parameters(binning.channels))), columns=())
+def hard_layout(binning: Binning, processes, variations) -> ModelShape:
+    """The `ModelShape` of the hard templates ``H[process, channel, template, bin]``: the binning's
+    channels, ``processes``, then nominal, Σw² and ``variations`` (as `hard_H` fills them)."""
+    return ModelShape(processes=tuple(processes), channel_names=tuple(c.name for c in binning.channels),
+                      templates=(NOMINAL, SUMW2, *(v for v in variations if v != NOMINAL)),
+                      n_bins=len(binning.edges) - 1)
 
 
 def without_variations_of_empty(H: np.ndarray) -> np.ndarray:
@@ -41,7 +39,7 @@ def without_variations_of_empty(H: np.ndarray) -> np.ndarray:
     return H
 
 
-def hard_H(h, layout: Layout) -> np.ndarray:
+def hard_H(h, layout: ModelShape) -> np.ndarray:
     """``H[process, channel, template, bin]`` (nominal, Σw², variations) from one label's hist, with
     `without_variations_of_empty`."""
     H = np.zeros(layout.shape)
@@ -49,11 +47,11 @@ def hard_H(h, layout: Layout) -> np.ndarray:
         for c, channel in enumerate(layout.channel_names):
             values, variances = template(h, channel, process, NOMINAL)
             H[p, c, 0], H[p, c, 1] = values, variances
-            for t, variation in enumerate(layout.weight_variations, start=2):
+            for t, variation in enumerate(layout.variations, start=2):
                 H[p, c, t] = template(h, channel, process, variation)[0]
     return without_variations_of_empty(H)
 
 
 def optimiser_model_spec(h, binning: Binning, processes, variations, settings: ModelSettings) -> dict:
     layout = hard_layout(binning, processes, variations)
-    return build_spec(layout, settings, hard_H(h, layout))
+    return pyhf_spec(layout, settings, hard_H(h, layout))

@@ -4,23 +4,15 @@
   Σw², held-out events scaled ×2 to the full luminosity; ``label`` = baseline / optimised).
 * The fit inputs ``cabinetry/inputs.root`` hold the same templates as the optimiser's model sees them:
   every background template (nominal and variations) gets ``optimise.background_floor`` events per bin
-  (`zprime_grad.optimise.model.histograms_to_templates` does the same to the soft templates), so an empty
+  (`zprime_grad.model_table.floor`, as the optimiser's model does to the soft templates), so an empty
   background bin never carries a signal-only bin, and a normalisation ratio is never 0/0.
   A process with no event in a channel keeps its variations empty there too
   (`zprime_grad.validate.compare.without_variations_of_empty`): no ratio to the floor.
-* A cabinetry config generated from the optimiser's `ModelSettings` (`cabinetry_config`) mirrors its model:
-
-  ==========================  ================================================================
-  optimiser (pyhf spec)        cabinetry config
-  ==========================  ================================================================
-  normfactor ``mu`` [0, 10]    NormFactor ``mu`` on the signal, Bounds [0, 10], the POI
-  normfactor ``norm_<p>``      NormFactor ``norm_<p>`` on each free background (pyhf bounds)
-  normsys ``xsec_<p>``         Normalization ``xsec_<p>``, ±``xsec_uncertainty`` on minor backgrounds
-  normsys ``lumi``             Normalization ``lumi``, ±``analysis.lumi_uncertainty`` on all MC
-  histosys ``<syst>``          NormPlusShape ``<syst>`` from the ``<syst>_up/_down`` templates
-                               (only ``_up``: ``Down: Symmetrize``, as the optimiser's 2·nominal − up)
-  staterror_<channel>          cabinetry's automatic staterror (same name, Σw² of the channel)
-  ==========================  ================================================================
+* The cabinetry config (`cabinetry_config`) is derived from the same table of modifiers as the
+  optimiser's pyhf spec (`zprime_grad.model_table`): each NormFactor row becomes a NormFactor (the POI
+  with Bounds [0, 10]), each normsys an Up/Down ``Normalization`` ±κ, each histosys a ``NormPlusShape``
+  from the ``<syst>_up/_down`` templates (only ``_up``: ``Down: Symmetrize``, as the optimiser's
+  2·nominal − up); the staterror rows are cabinetry's automatic ``staterror_<channel>``.
 
   The one difference is cabinetry's encoding of a variation: NormPlusShape splits it into a normsys
   (the yield ratio, code4) and a yield-preserving histosys (code4p), where the optimiser has one
@@ -33,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -41,8 +34,8 @@ import numpy as np
 import uproot
 
 from zprime_grad.errors import UserError
-from zprime_grad.optimise.layout import systematic_pairs
-from zprime_grad.optimise.model import POI, ModelSettings
+from zprime_grad.model_table import (NORMFACTOR_NOMINAL, POI, Modifier, ModelSettings, floor, modifier_table,
+                                     systematic_pairs)
 from zprime_grad.validate.hists import DATA, NOMINAL, template
 
 MEASUREMENT = "zprime_grad"
@@ -53,7 +46,7 @@ def variation_names(h: hist.Hist) -> list[str]:
 
 
 def systematics(variations: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-    """Up/down pairs by name, as the optimiser's ``Layout.systematics`` (down ``None``: symmetrised)."""
+    """Up/down pairs by name, the model table's rule (down ``None``: symmetrised)."""
     return systematic_pairs(variations)
 
 
@@ -96,7 +89,7 @@ def write_root(path: Path, hists: Mapping[str, hist.Hist], channels, processes, 
 
 
 def background_floor(settings: ModelSettings, processes: Sequence[str]) -> dict[str, float]:
-    return {p: settings.background_floor for p in processes if p not in (settings.signal, DATA)}
+    return {p: floor(settings, p) for p in processes if p not in (settings.signal, DATA)}
 
 
 def cabinetry_config(*, inputs: Path, label: str, histogram_folder: Path, channels: Sequence[str],
@@ -114,19 +107,10 @@ def cabinetry_config(*, inputs: Path, label: str, histogram_folder: Path, channe
         if p == settings.signal and len(signal_channels) < len(channels):
             sample["Regions"] = list(signal_channels)
         samples.append(sample)
-    norm_factors = [{"Name": POI, "Samples": settings.signal, "Nominal": 1.0, "Bounds": [0.0, 10.0]}]
-    norm_factors += [{"Name": f"norm_{p}", "Samples": p} for p in settings.free_backgrounds]
-    minor = [p for p in mc_processes if p != settings.signal and p not in settings.free_backgrounds]
-    systs = [{"Name": "lumi", "Type": "Normalization", "Samples": list(mc_processes),
-              "Up": {"Normalization": lumi_uncertainty}, "Down": {"Normalization": -lumi_uncertainty}}]
-    for p in minor:
-        k = settings.xsec(p)
-        systs.append({"Name": f"xsec_{p}", "Type": "Normalization", "Samples": p,
-                      "Up": {"Normalization": k}, "Down": {"Normalization": -k}})
-    for name, (up, down) in systematics(variations).items():
-        systs.append({"Name": name, "Type": "NormPlusShape", "Samples": list(mc_processes),
-                      "Up": {"VariationPath": up},
-                      "Down": {"VariationPath": down} if down else {"Symmetrize": True}})
+    settings = replace(settings, lumi_uncertainty=lumi_uncertainty)
+    rows = modifier_table(settings, mc_processes, channels, variations)
+    norm_factors = [_cabinetry_entry(r) for r in rows if r.cabinetry == "NormFactor"]
+    systs = [_cabinetry_entry(r) for r in rows if r.cabinetry not in (None, "NormFactor")]
     return {
         "General": {"Measurement": MEASUREMENT, "POI": POI, "HistogramFolder": str(histogram_folder),
                     "InputPath": f"{inputs}:{label}/{{RegionPath}}_{{SamplePath}}_{{VariationPath}}",
@@ -136,6 +120,19 @@ def cabinetry_config(*, inputs: Path, label: str, histogram_folder: Path, channe
         "NormFactors": norm_factors,
         "Systematics": systs,
     }
+
+
+def _cabinetry_entry(row: Modifier) -> dict:
+    """One row of the model table in cabinetry's vocabulary: a NormFactor or a Systematic."""
+    samples = row.samples if row.own else list(row.samples)
+    if row.cabinetry == "NormFactor":
+        bounds = {"Nominal": NORMFACTOR_NOMINAL, "Bounds": list(row.bounds)} if row.bounds else {}
+        return {"Name": row.name, "Samples": samples, **bounds}
+    entry = {"Name": row.name, "Type": row.cabinetry, "Samples": samples}
+    if row.cabinetry == "Normalization":
+        return {**entry, "Up": {"Normalization": row.kappa}, "Down": {"Normalization": -row.kappa}}
+    up, down = row.variations  # NormPlusShape
+    return {**entry, "Up": {"VariationPath": up}, "Down": {"VariationPath": down} if down else {"Symmetrize": True}}
 
 
 def build_workspace(config: dict) -> dict:
