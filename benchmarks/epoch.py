@@ -138,11 +138,10 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
     from distributed import Client, LocalCluster
 
     from zprime_grad.columns import ColumnChunk
-    from zprime_grad.optimise.backends import DaskBackend, LocalBackend
+    from zprime_grad.chunks import DaskChunks, LocalChunks, chunk_description
     from zprime_grad.optimise.driver import Evaluator, build_problem
-    from zprime_grad.optimise.layout import chunk_description
     from zprime_grad.optimise.reference import hold_everything, reference_evaluation
-    from zprime_grad.optimise.sources import tiled_chunk
+    from zprime_grad.scaling import tiled_chunk
     from zprime_grad.skim.resident import chunk_nbytes
 
     jobs = plan([chunk_description(ColumnChunk.from_npz(p)) for p in paths], n_events)
@@ -159,7 +158,7 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
         base = psutil.Process().memory_info().rss
         chunks = [tiled_chunk(paths, *job) for job in jobs]
         held_mb = (psutil.Process().memory_info().rss - base) / 1e6
-        local = LocalBackend(chunks, fan_in=config.optimise.fan_in)
+        local = LocalChunks(chunks, fan_in=config.optimise.fan_in)
         tic = time.perf_counter()
         problem = build_problem(config, local, gradient="forward")
         setup = {"setup_s": time.perf_counter() - tic, "chunks_held_in_driver_mb": held_mb}
@@ -184,7 +183,7 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
             pin_workers(client)
             futures = balanced_submit(client, tiled_chunk, paths, jobs)
             tic = time.perf_counter()
-            backend = DaskBackend(client, futures, fan_in=config.optimise.fan_in)
+            backend = DaskChunks(client, futures, fan_in=config.optimise.fan_in)
             problem = build_problem(config, backend, gradient="forward")
             setup_s = time.perf_counter() - tic
             median, compile_s, (mem, _) = time_epochs(Evaluator(backend, problem), problem.theta0, relax, repeat)
@@ -227,7 +226,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import small_config
 
-    from zprime_grad.optimise.sources import chunk_paths
+    from zprime_grad.chunks import chunk_paths
 
     columns = Path(args.columns) if args.columns else small_skim(Path(args.workdir))
     config = small_config()

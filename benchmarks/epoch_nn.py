@@ -62,10 +62,9 @@ def measure(cuts_config, net_config, paths, n_events: int, repeat: int, backends
     from distributed import Client, LocalCluster
 
     from zprime_grad.columns import ColumnChunk
-    from zprime_grad.optimise.backends import DaskBackend, LocalBackend
+    from zprime_grad.chunks import DaskChunks, LocalChunks, chunk_description
     from zprime_grad.optimise.driver import Evaluator, build_problem
-    from zprime_grad.optimise.layout import chunk_description
-    from zprime_grad.optimise.sources import tiled_chunk
+    from zprime_grad.scaling import tiled_chunk
 
     jobs = plan([chunk_description(ColumnChunk.from_npz(p)) for p in paths], n_events)
     relax, rows = (12.0, 0.25), []
@@ -88,7 +87,7 @@ def measure(cuts_config, net_config, paths, n_events: int, repeat: int, backends
 
     if "local" in backends:
         chunks = [tiled_chunk(paths, *job) for job in jobs]
-        local = LocalBackend(chunks, fan_in=cuts_config.optimise.fan_in)
+        local = LocalChunks(chunks, fan_in=cuts_config.optimise.fan_in)
         run_modes(local, "local", 1)
         local.close()
         del chunks, local
@@ -97,7 +96,7 @@ def measure(cuts_config, net_config, paths, n_events: int, repeat: int, backends
                           dashboard_address=None, env={"XLA_FLAGS": SINGLE_THREAD_XLA}) as cluster, \
                 Client(cluster) as client:
             pin_workers(client)
-            backend = DaskBackend(client, balanced_submit(client, tiled_chunk, paths, jobs),
+            backend = DaskChunks(client, balanced_submit(client, tiled_chunk, paths, jobs),
                                   fan_in=cuts_config.optimise.fan_in)
             run_modes(backend, "dask-2", 2)
             backend.close()
@@ -116,7 +115,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "epoch_nn.json"))
     args = parser.parse_args()
 
-    from zprime_grad.optimise.sources import chunk_paths
+    from zprime_grad.chunks import chunk_paths
 
     columns = Path(args.columns) if args.columns else small_skim(Path(args.workdir))
     cuts_config, net_config = configs(args.config)

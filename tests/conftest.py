@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,13 +35,31 @@ class GeneratedDataset:
     fileset: Path
 
 
+@contextmanager
+def shared_directory(tmp_path_factory, name: str) -> Iterator[Path]:
+    """A directory made once per test session, shared by the pytest-xdist workers: the first one to get
+    the lock builds it, the others wait and reuse it (whatever is built there must reuse what it finds)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's directory, above every worker's own
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory) -> GeneratedDataset:
+    """Generated once per `make test` (the xdist workers share it: generate_dataset reuses its files)."""
     from zprime_grad.generate import generate_dataset
 
     config = small_config()
-    out = tmp_path_factory.mktemp("generated")
-    fileset = generate_dataset(config, out, progress=False)
+    with shared_directory(tmp_path_factory, "generated") as out:
+        fileset = generate_dataset(config, out, progress=False)
     return GeneratedDataset(config, out, fileset)
 
 
@@ -49,11 +71,15 @@ def generated_fileset(generated) -> Path:
 
 @pytest.fixture(scope="module")
 def client():
-    """A real 2-worker LocalCluster on 127.0.0.1 (one per test module: some tests kill a worker)."""
+    """A real 2-worker LocalCluster on 127.0.0.1 (one per test module: some tests kill a worker). Work
+    stealing is off so that a chunk stays on the one worker that made it (on a loaded machine a stolen
+    task copies its chunk, and a killed worker then loses nothing to recompute)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None) as cluster, Client(cluster) as c:
         yield c
 
 

@@ -1,22 +1,57 @@
-"""The notebook-facing entry point: ``Analysis.from_yaml(path).skim(fileset, executor=...)``.
+"""The notebook-facing entry point: one `Analysis` holds the config and the run's `Session`.
 
-A thin shell over the stage modules; later stages add ``.optimise()`` and ``.validate()``.
+    with Analysis.from_yaml("configs/zprime.yaml", backend="dask") as analysis:
+        chunks = analysis.skim("data/generated/fileset.json")
+        params = analysis.optimise(chunks, "outputs/optimise")
+        summary = analysis.validate(chunks, "outputs/optimise/params.json", "outputs")
+
+The session (and with it a cluster, if the config or the arguments ask for one) is opened on first use
+and closed with the analysis; the chunks stay where they were skimmed between the calls.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from zprime_grad.config import Config, load_config
+from zprime_grad.config import Config, load_config, override
 
 
 class Analysis:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, scheduler: str | None = None, workers: int | None = None,
+                 backend: str | None = None, client=None):
         self.config = config
+        self._session_args = {"scheduler": scheduler, "workers": workers, "backend": backend, "client": client}
+        self._session = None
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None = None) -> "Analysis":
-        return cls(load_config(path))
+    def from_yaml(cls, path: str | Path | None = None, **session) -> "Analysis":
+        """``session``: ``scheduler``, ``workers``, ``backend`` (``local`` | ``dask``) of the run's `Session`,
+        or ``client``: a Dask client already open (left open)."""
+        return cls(load_config(path), **session)
+
+    @property
+    def session(self):
+        if self._session is None:
+            from zprime_grad.stages.session import Session
+
+            self._session = Session(self.config, **self._session_args).__enter__()
+        return self._session
+
+    @property
+    def client(self):
+        """The run's Dask client (None in-process)."""
+        return self.session.client
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> "Analysis":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def processor(self, **skim_overrides):
         """The configured coffea processor (found through the ``zprime_grad.processors`` entry points)."""
@@ -24,19 +59,45 @@ class Analysis:
 
         return make_processor(self.config, skim_options(self.config, **skim_overrides))
 
-    def skim(self, fileset=None, executor: str | None = None, *, client=None, **skim_overrides):
-        """Skim a coffea fileset (dict or JSON path; default: the config's ``fileset:``).
+    def skim(self, fileset=None, out=None, **skim_overrides):
+        """The chunks of a coffea fileset (dict or JSON path; default: the config's ``fileset:``): in this
+        process, or resident in the workers' memory on a cluster. ``out``: also write (in-process) or report
+        (cluster) the skim there. Other keywords override the config's ``skim`` section (chunksize …)."""
+        return self.session.skim(self._fileset(fileset), out, **skim_overrides)
 
-        ``iterative``/``futures``: returns a `SkimResult` with the ColumnChunks in this process.
-        ``dask``: returns `ResidentChunks` — futures of chunks kept in worker memory plus small
-        summaries; pass ``client=`` to use an existing cluster (else a LocalCluster of ``workers`` is
-        started and closed with the handle: use it as a context manager or call ``.close()``).
-        Other keywords override the config's ``skim`` section (workers, chunksize, scheduler …).
-        """
-        from zprime_grad.skim.pipeline import run_skim, skim_options
+    def load(self, skim_dir):
+        """The chunks of a finished skim directory (``zprime-grad skim --out DIR``)."""
+        return self.session.load(skim_dir)
 
-        options = skim_options(self.config, executor=executor, **skim_overrides)
-        return run_skim(self.config, self._fileset(fileset), options, client=client)
+    def fileset(self, fileset=None, **options):
+        """A fileset for a validation that reads the files itself (``mode``: runner | dask-awkward,
+        ``executor``, ``chunksize``)."""
+        return self.session.fileset(self._fileset(fileset), **options)
+
+    def optimise(self, chunks, out="outputs/optimise", *, start=None, resume=False, progress=None, on_epoch=None,
+                 **settings) -> dict:
+        """Optimise the cuts on ``chunks`` (``zprime_grad.optimise``); returns the ``params.json`` payload.
+        ``settings``: ``optimise`` fields for this call (epochs, gradient …). ``on_epoch`` is called after every
+        epoch with the loop state; ``state.history[-1]`` is that epoch's record (``epoch``, ``theta``,
+        ``z_train``, ``z_valid``, ``grad_norm``, ``rejected`` …), e.g. for a live plot in a notebook."""
+        from zprime_grad.optimise.driver import optimise
+
+        return optimise(override(self.config, optimise=settings), chunks, out, start=start, resume=resume,
+                        progress=progress, on_epoch=on_epoch)
+
+    def validate(self, chunks, params, out="outputs/validate", *, plots: bool | None = None) -> dict:
+        """θ* (``params``: a params.json path or the dict ``.optimise`` returned) against the baseline as
+        hard cuts on the held-out (odd) events of ``chunks`` (or ``.fileset(...)``) with hist/cabinetry/pyhf;
+        writes ``out/validation.json`` and returns it."""
+        from zprime_grad.validate import validate
+
+        return validate(self.config, chunks, params, out, plots=plots)
+
+    def train(self, chunks, out="outputs/train", *, names=None) -> dict:
+        """Pre-train the config's ``models`` on ``chunks``; returns ``{name: network file}``."""
+        from zprime_grad.learn.train import train_models
+
+        return train_models(self.config, chunks, out, names=names)
 
     def _fileset(self, fileset):
         if fileset is not None:
@@ -48,38 +109,3 @@ class Analysis:
         from zprime_grad.stages.run import configured_fileset
 
         return configured_fileset(self.config)
-
-    def skim_to_directory(self, fileset, out, executor: str | None = None, **skim_overrides) -> dict:
-        """Skim to ``out/columns/`` + ``out/skim.json`` (reused when unchanged); returns the report."""
-        from zprime_grad.skim.pipeline import skim_options, skim_to_directory
-
-        report, _ = skim_to_directory(self.config, fileset, out,
-                                      skim_options(self.config, executor=executor, **skim_overrides))
-        return report
-
-    def optimise(self, columns=None, *, fileset=None, out="outputs/optimise", backend: str | None = None,
-                 client=None, **options) -> dict:
-        """Optimise the cuts (``zprime_grad.optimise``); returns the ``params.json`` payload.
-
-        ``columns``: a skim directory, or what ``.skim`` returned (chunks here, or resident on Dask);
-        or ``fileset=`` to skim first. Other keywords: workers, scheduler, epochs, resume, gradient,
-        ``progress`` (a tqdm bar), ``on_epoch``: called after every epoch (and after ``optimisation.json``
-        is rewritten) with the loop state; ``state.history[-1]`` is that epoch's record (``epoch``, ``theta``,
-        ``z_train``, ``z_valid``, ``grad_norm``, ``rejected`` …), e.g. for a live plot in a notebook.
-        """
-        from zprime_grad.optimise.driver import optimise
-
-        return optimise(self.config, out=out, columns=columns, fileset=fileset, backend=backend, client=client,
-                        **options)
-
-    def validate(self, params, columns=None, *, fileset=None, out="outputs/validate", executor: str | None = None,
-                 client=None, **options) -> dict:
-        """Check θ* (``params``: a params.json path or the dict ``.optimise`` returned) against the baseline
-        as hard cuts on the held-out (odd) events with hist/cabinetry/pyhf (``zprime_grad.validate``);
-        writes ``out/validation.json`` and returns it. ``columns``: a skim directory or what ``.skim``
-        returned; or ``fileset=`` (coffea Runner on ``executor``). Other keywords: workers, scheduler, chunksize.
-        """
-        from zprime_grad.validate import validate
-
-        return validate(self.config, params=params, out=out, columns=columns, fileset=fileset, executor=executor,
-                        client=client, **options)

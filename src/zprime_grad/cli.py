@@ -22,10 +22,10 @@ COMMANDS = [
     "zprime_grad.generate.cli",
     "zprime_grad.stages.run",
     "zprime_grad.stats.cli",
-    "zprime_grad.optimise.cli",
-    "zprime_grad.skim.cli",
-    "zprime_grad.validate.cli",
-    "zprime_grad.learn.cli",
+    "zprime_grad.stages.commands.optimise",
+    "zprime_grad.stages.commands.skim",
+    "zprime_grad.stages.commands.validate",
+    "zprime_grad.stages.commands.train",
 ]
 _PACKAGE = Path(__file__).resolve().parent
 

@@ -1,8 +1,8 @@
 """One way to reach a Dask cluster for every stage: a LocalCluster, a scheduler address, or dask-gateway.
 
-``resolve(config, scheduler=..., workers=...)`` turns the config's ``cluster`` section, a command
-line ``--scheduler`` and the older per-stage fields (``skim.scheduler``, ``optimise.scheduler``,
-``optimise.tls``) into one `ClusterConfig`; ``open_cluster`` / ``connect`` give ``(client, owned)``.
+``resolve(config, scheduler=..., workers=...)`` turns the config's ``cluster`` section and a command
+line ``--scheduler`` / ``--workers`` into one `ClusterConfig`; ``open_cluster`` / ``connect`` give
+``(client, owned)``; a run's `stages.session.Session` is the one caller that opens a cluster.
 Addresses: ``tcp://host:port``, ``tls://host:port`` (certificates from ``cluster.tls``) and
 ``gateway://host:port`` (or ``gateway://`` for the dask config's gateway). Only the address is
 logged, never a certificate path, key or password.
@@ -34,22 +34,16 @@ def scheme(address: str) -> str:
 
 
 def resolve(config: Config | None, *, scheduler: str | None = None, workers: int | None = None) -> ClusterConfig:
-    """The effective cluster settings: ``scheduler`` (command line) > ``cluster`` section > the older
-    ``optimise.scheduler`` / ``skim.scheduler`` fields; ``workers`` overrides ``cluster.workers``."""
+    """The effective cluster settings: ``scheduler`` (command line) > the ``cluster`` section;
+    ``workers`` overrides ``cluster.workers``."""
     base = config.cluster if config is not None else ClusterConfig()
-    legacy = None
-    if config is not None:
-        legacy = config.optimise.scheduler or config.skim.scheduler
-    address = scheduler or (base.address if base.kind != "local" else None) or legacy
+    address = scheduler or (base.address if base.kind != "local" else None)
     kind = base.kind if address is None else ("gateway" if scheme(address) == "gateway" else "scheduler")
     if kind == "scheduler" and not address:
         raise UserError("cluster.address: kind 'scheduler' needs an address (tcp://host:8786 or tls://host:8786)")
     if kind == "scheduler" and scheme(address) not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
         raise UserError(f"cluster.address: '{address}' is not a scheduler address (tcp://, tls:// or gateway://)")
-    tls = base.tls
-    if config is not None and not any(tls.model_dump().values()):
-        tls = config.optimise.tls  # the older location of the client certificates
-    return base.model_copy(update={"kind": kind, "address": address, "tls": tls,
+    return base.model_copy(update={"kind": kind, "address": address,
                                    "workers": workers if workers is not None else base.workers})
 
 

@@ -151,8 +151,7 @@ class SkimConfig(Strict):
     """How the skim runs (zprime-grad skim; Analysis.skim). Only chunksize and buckets change results."""
 
     executor: Literal["iterative", "futures", "dask"] = "futures"
-    workers: int = Field(2, gt=0, description="futures processes, or LocalCluster workers for dask")
-    scheduler: str | None = Field(None, description="Dask scheduler address; None starts a LocalCluster")
+    workers: int = Field(2, gt=0, description="futures processes (a Dask cluster is the cluster section's)")
     chunksize: int = Field(100_000, gt=0, description="entries per coffea chunk")
     buckets: tuple[int, ...] = Field(
         (256, 1024, 4096, 16384, 65536), description="chunk lengths are padded up to one of these (JAX shapes)"
@@ -160,6 +159,9 @@ class SkimConfig(Strict):
     treename: str = "Events"
     skip_bad_files: bool = False
     retries: int = Field(3, ge=0, description="Dask task retries")
+    persist: str | None = Field(
+        None, description="fsspec URL (file://, s3://, root://) where a cluster run also keeps its skim, and a later "
+        "run with the same config and inputs reads it from; read and written by the workers only")
 
     @model_validator(mode="after")
     def _buckets_positive(self) -> "SkimConfig":
@@ -211,10 +213,8 @@ class OptimiseConfig(Strict):
     min_delta: float = Field(1e-4, ge=0, description="relative improvement of train Z0 that counts")
     lr_shrink: float = Field(0.5, gt=0, lt=1, description="learning-rate factor after a non-finite step")
     max_rejections: int = Field(8, gt=0)
-    backend: Literal["local", "dask"] = "local"
-    workers: int = Field(2, gt=0, description="LocalCluster workers (dask backend without scheduler)")
-    scheduler: str | None = Field(None, description="tcp://, tls:// or gateway:// address")
-    tls: TLSConfig = TLSConfig()
+    backend: Literal["local", "dask"] = Field(
+        "local", description="local: chunks in this process; dask: on the cluster section's cluster (implied by a scheduler)")
     fan_in: int = Field(8, ge=2, description="tree-reduction fan-in on the cluster")
     networks: dict[str, "NetworkUseConfig"] = Field(
         default_factory=dict, description="models (top-level section) the channels cut on, fine-tuned with the cuts")
@@ -419,3 +419,14 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def override(config: Config, **sections: dict[str, Any]) -> Config:
+    """The config with some fields replaced, validated like the file (``override(c, optimise={"epochs": 3})``
+    for a command-line ``--epochs``); ``None`` values are left as they are. Keeps ``source``."""
+    data = config.model_dump(mode="json", exclude={"source"})
+    for section, changes in sections.items():
+        given = {k: v for k, v in changes.items() if v is not None}
+        if given:
+            data[section] = _merge(data.get(section) or {}, given)
+    return parse_config(data, config.source or "<dict>").model_copy(update={"source": config.source})

@@ -89,11 +89,6 @@ class ModelShape:
         return self.templates[2:]
 
     @property
-    def weight_variations(self) -> tuple[str, ...]:
-        """The variations under a `Layout`'s name (validate's bootstrap reads hard templates with it)."""
-        return self.variations
-
-    @property
     def shape(self) -> tuple[int, int, int, int]:
         return (len(self.processes), len(self.channel_names), len(self.templates), self.n_bins)
 

@@ -32,15 +32,16 @@ def test_default_is_a_local_cluster_and_scheduler_schemes_pick_the_kind():
     assert resolve(config_with(cluster={"kind": "gateway"})).kind == "gateway"
 
 
-def test_command_line_beats_the_cluster_section_which_beats_the_older_fields():
-    config = config_with(cluster={"kind": "scheduler", "address": "tls://facility:8786"},
-                         optimise={"scheduler": "tcp://old:8786"})
+def test_command_line_beats_the_cluster_section_and_the_older_fields_are_gone():
+    config = config_with(cluster={"kind": "scheduler", "address": "tls://facility:8786"})
     assert resolve(config).address == "tls://facility:8786"
     assert resolve(config, scheduler="tcp://cli:8786").address == "tcp://cli:8786"
-    older = config_with(optimise={"scheduler": "tls://old:8786", "tls": {"ca_file": "ca", "cert": "c", "key": "k"}})
-    settings = resolve(older)
-    assert (settings.kind, settings.address, settings.tls.cert) == ("scheduler", "tls://old:8786", "c")
-    assert resolve(config_with(skim={"scheduler": "tcp://skim:8786"})).address == "tcp://skim:8786"
+    assert resolve(config, workers=5).workers == 5
+    # every cluster setting lives in `cluster:`; the per-stage spellings are refused, by name
+    for section, field in (("optimise", "scheduler"), ("optimise", "tls"), ("optimise", "workers"),
+                           ("skim", "scheduler")):
+        with pytest.raises(ConfigError, match=f"unknown field '{section}.{field}'"):
+            config_with(**{section: {field: "tcp://old:8786"}})
 
 
 def test_bad_cluster_settings_name_the_field(tmp_path):

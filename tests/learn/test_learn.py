@@ -17,10 +17,10 @@ from zprime_grad.errors import UserError
 from zprime_grad.learn import io
 from zprime_grad.learn.mlp import NetworkSpec, init_params, ravel, score_numpy
 from zprime_grad.learn.train import loss_part, train_models
-from zprime_grad.optimise.backends import DaskBackend, LocalBackend
-from zprime_grad.optimise.driver import Evaluator, build_problem, optimise
+from zprime_grad.chunks import DaskChunks, LocalChunks
+from zprime_grad.config import override
+from zprime_grad.optimise.driver import Evaluator, Start, build_problem, optimise
 from zprime_grad.optimise.reference import hold_everything, reference_evaluation
-from zprime_grad.optimise.sources import chunk_paths, load_chunk
 from zprime_grad.selection import Channel, ScoreCut
 
 FEATURES = ["met_pt", "lep_ht", "st", "mtt", "n_jets", "jet_btag[0]", "jet_btag[1]", "fatjet_top_score[0]",
@@ -40,7 +40,7 @@ def with_network(config, features=FEATURES, *, epochs=120, learning_rate=1e-3):
 
 @pytest.fixture(scope="module")
 def columns(generated, tmp_path_factory):
-    return skim_columns(generated, tmp_path_factory.getbasetemp())
+    return skim_columns(generated, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +51,15 @@ def config(generated):
 @pytest.fixture(scope="module")
 def trained(config, columns, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    paths = train_models(config, out=out, columns=columns, backend="local", progress=False)
+    with LocalChunks.from_directory(columns) as chunks:
+        paths = train_models(config, chunks, out, progress=False)
     return paths["nn"], json.loads((out / "train.json").read_text())["models"]["nn"]
 
 
 @pytest.fixture(scope="module")
 def local(columns):
-    backend = LocalBackend([ColumnChunk.from_npz(p) for p in chunk_paths(columns)])
-    yield backend
-    backend.close()
+    with LocalChunks.from_directory(columns) as chunks:
+        yield chunks
 
 
 def synthetic_chunk(n=300, seed=1) -> ColumnChunk:
@@ -137,7 +137,7 @@ def test_the_score_cut_hard_mask_is_the_soft_limit():
 def test_features_the_skim_did_not_produce_are_named(generated, columns, local, tmp_path):
     bad = with_network(generated.config, ["met_pt", "no_such_column", "jet_btag[0]", "jet_btag[99]"])
     with pytest.raises(UserError, match=r"no_such_column.*jet_btag\[99\]"):
-        train_models(bad, out=tmp_path, columns=columns, backend="local", progress=False)
+        train_models(bad, local, tmp_path, progress=False)
     spec = NetworkSpec("nn", tuple(bad.models["nn"].features), (4,))
     with pytest.raises(UserError, match=r"no_such_column.*jet_btag\[99\]"):
         build_problem(bad, local, networks={"nn": (spec, init_params(spec))})
@@ -189,7 +189,7 @@ def test_multi_class_pretraining_on_synthetic_chunks():
                             "classes": {"background_a": ["bkg_a"], "signal": ["sig"], "background_b": ["bkg_b"]},
                             "train": {"epochs": 60, "learning_rate": 0.05, "patience": 60}}}
     model = parse_config(data, "multi").models["m"]
-    spec, params, summary = pretrain(LocalBackend(chunks), "m", model, signal="sig", progress=False)
+    spec, params, summary = pretrain(LocalChunks(chunks), "m", model, signal="sig", progress=False)
     assert spec.classes == ("background_a", "signal", "background_b") and spec.score_class == "signal"
     assert spec.n_outputs == 3 and summary["class_of"] == {"bkg_a": 0, "sig": 1, "bkg_b": 2}
     scale = np.asarray(summary["class_scale"])
@@ -236,9 +236,7 @@ def test_reverse_mode_with_a_network_equals_one_value_and_grad_over_all_events(c
 
 
 def test_local_and_dask_give_the_same_numbers_with_a_network(config, columns, trained, local, client):
-    paths = chunk_paths(columns)
-    dask = DaskBackend(client, client.map(load_chunk, paths, pure=False))
-    try:
+    with DaskChunks.from_directory(client, columns) as dask:
         problem = build_problem(config, dask, networks={"nn": trained[0]})
         theta, relax = perturbed(problem, 1), (12.0, 0.25)
         a, b = Evaluator(dask, problem)(theta, relax), Evaluator(local, problem)(theta, relax)
@@ -251,8 +249,6 @@ def test_local_and_dask_give_the_same_numbers_with_a_network(config, columns, tr
         kw = {"task": task, "flat": ravel(params), "class_scale": np.asarray(trained[1]["class_scale"])}
         r_dask, r_local = dask.map_reduce(loss_part, **kw), local.map_reduce(loss_part, **kw)
         assert all(np.array_equal(r_dask[key], r_local[key]) for key in r_local)
-    finally:
-        dask.close()
 
 
 # --------------------------------------------------------------------------- run, resume, validate
@@ -265,11 +261,10 @@ def test_fine_tuning_resumes_and_validates_with_the_same_weights(config, columns
     from zprime_grad.validate.hists import Binning, template
 
     nets = {"nn": trained[0]}
-    straight = optimise(config, out=tmp_path / "a", columns=columns, backend="local", epochs=2, progress=False,
-                        networks=nets)
-    optimise(config, out=tmp_path / "b", columns=columns, backend="local", epochs=1, progress=False, networks=nets)
-    resumed = optimise(config, out=tmp_path / "b", columns=columns, backend="local", epochs=2, progress=False,
-                       networks=nets, resume=True)
+    two, one = override(config, optimise={"epochs": 2}), override(config, optimise={"epochs": 1})
+    straight = optimise(two, local, tmp_path / "a", progress=False, start=Start(networks=nets))
+    optimise(one, local, tmp_path / "b", progress=False, start=Start(networks=nets))
+    resumed = optimise(two, local, tmp_path / "b", progress=False, start=Start(networks=nets), resume=True)
     assert [p["value"] for p in resumed["parameters"]] == [p["value"] for p in straight["parameters"]]
     w_a = io.load(tmp_path / "a" / "networks" / "nn.npz")[1]
     w_b = io.load(tmp_path / "b" / "networks" / "nn.npz")[1]
@@ -285,7 +280,7 @@ def test_fine_tuning_resumes_and_validates_with_the_same_weights(config, columns
     params_file = tmp_path / "a" / "params.json"
     channels, weights = validation_networks(config, analysis.channels, params_file)
     theta, _ = load_params(params_file, parameters(channels))
-    hists = fill_from_columns(columns, Binning.from_config(channels, config),
+    hists = fill_from_columns(local, Binning.from_config(channels, config),
                               {"baseline": analysis.initial_params(), "optimised": {**theta, **weights}})
     # … gives the signal-region yield recomputed here with the saved weights, held-out events, ×2
     signal = next(c for c in channels if c.name == "signal")

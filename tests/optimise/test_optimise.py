@@ -15,12 +15,11 @@ import pytest
 import yaml
 
 from zprime_grad.optimise import contribution, loop
-from zprime_grad.optimise.backends import LocalBackend
+from zprime_grad.chunks import LocalChunks
+from zprime_grad.config import override
 from zprime_grad.optimise.driver import Evaluator, build_problem, optimise
 from zprime_grad.optimise.model import build_spec
 from zprime_grad.optimise.reference import hold_everything, reference_evaluation
-from zprime_grad.optimise.sources import chunk_paths
-from zprime_grad.columns import ColumnChunk
 from zprime_grad.stats import Model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,19 +27,21 @@ EPOCHS = 4
 THETA_OFF = np.array([0.05, -10.0, 5.0, 20.0, 0.05])  # away from θ₀, inside the bounds
 
 
-def skim_columns(generated, base: Path) -> Path:
-    """The generated dataset skimmed once into small chunks (skim_to_directory reuses a finished one)."""
+def skim_columns(generated, tmp_path_factory) -> Path:
+    """The generated dataset skimmed once per test session into small chunks (shared by the pytest
+    processes; skim_to_directory reuses a finished one)."""
+    from tests.conftest import shared_directory
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
 
-    out = base / "optimise_skim"
-    skim_to_directory(generated.config, generated.fileset, out,
-                      skim_options(generated.config, executor="iterative", chunksize=200))
+    with shared_directory(tmp_path_factory, "optimise_skim") as out:
+        skim_to_directory(generated.config, generated.fileset, out,
+                          skim_options(generated.config, executor="iterative", chunksize=200))
     return out
 
 
 @pytest.fixture(scope="module")
 def columns(generated, tmp_path_factory) -> Path:
-    return skim_columns(generated, tmp_path_factory.getbasetemp())
+    return skim_columns(generated, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,9 @@ def config(generated):
 
 @pytest.fixture(scope="module")
 def local(config, columns):
-    backend = LocalBackend([ColumnChunk.from_npz(p) for p in chunk_paths(columns)], fan_in=config.optimise.fan_in)
-    yield backend, build_problem(config, backend)
-    backend.close()
+    chunks = LocalChunks.from_directory(columns, fan_in=config.optimise.fan_in)
+    yield chunks, build_problem(config, chunks)
+    chunks.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,8 @@ def local_run(config, columns, tmp_path_factory):
     """An undisturbed local optimisation, recording the kernel traces after every epoch."""
     out = tmp_path_factory.mktemp("local_run")
     traces = []
-    result = optimise(config, out=out, columns=columns, backend="local", epochs=EPOCHS, progress=False,
-                      on_epoch=lambda s: traces.append(dict(contribution.TRACES)))
+    result = optimise(override(config, optimise={"epochs": EPOCHS}), LocalChunks.from_directory(columns), out,
+                      progress=False, on_epoch=lambda s: traces.append(dict(contribution.TRACES)))
     return out, result, traces
 
 
@@ -230,13 +231,14 @@ def test_auto_resume_continues_a_matching_checkpoint_and_restarts_after_a_config
     undisturbed_out, undisturbed, _ = local_run
     out = tmp_path / "copy"
     shutil.copytree(undisturbed_out, out)
-    again = optimise(config, out=out, columns=columns, backend="local", epochs=EPOCHS, resume="auto", progress=False)
+    chunks = LocalChunks.from_directory(columns)
+    again = optimise(override(config, optimise={"epochs": EPOCHS}), chunks, out, resume="auto", progress=False)
     assert again["epochs_run"] == EPOCHS  # continued from the checkpoint: nothing left to do, same result
     assert [p["value"] for p in again["parameters"]] == [p["value"] for p in undisturbed["parameters"]]
     other = config.model_dump(mode="json", exclude={"source"})
     other["optimise"]["learning_rate"] = 0.01
     changed = type(config).model_validate({**other, "source": "changed"})
-    fresh = optimise(changed, out=out, columns=columns, backend="local", epochs=2, resume="auto", progress=False)
+    fresh = optimise(override(changed, optimise={"epochs": 2}), chunks, out, resume="auto", progress=False)
     history = json.loads((out / "optimisation.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [0, 1]  # started afresh from θ₀, not from the stale state
     assert fresh["epochs_run"] == 2
@@ -245,11 +247,8 @@ def test_auto_resume_continues_a_matching_checkpoint_and_restarts_after_a_config
 
 def test_start_values_replace_the_declared_start_and_name_unknown_parameters(config, columns):
     from zprime_grad.errors import UserError
-    from zprime_grad.optimise.backends import LocalBackend
-    from zprime_grad.optimise.driver import build_problem
-    from zprime_grad.optimise.sources import chunk_paths
 
-    backend = LocalBackend([ColumnChunk.from_npz(p) for p in chunk_paths(columns)])
+    backend = LocalChunks.from_directory(columns)
     declared = build_problem(config, backend)
     started = build_problem(config, backend, start_values={"top_pt_threshold": 800.0})
     i = declared.layout.param_names.index("top_pt_threshold")

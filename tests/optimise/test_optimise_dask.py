@@ -14,23 +14,22 @@ import pytest
 from distributed import Future
 
 from tests.optimise.test_optimise import EPOCHS, THETA_OFF, skim_columns
-from zprime_grad.columns import ColumnChunk
-from zprime_grad.optimise.backends import DaskBackend, LocalBackend
+from zprime_grad.chunks import DaskChunks, LocalChunks, chunk_paths, load_chunk
 from zprime_grad.optimise.contribution import forward_part
 from zprime_grad.optimise.driver import Evaluator, build_problem, optimise
 from zprime_grad.optimise.reference import hold_everything, reference_evaluation
-from zprime_grad.optimise.sources import chunk_paths, load_chunk
 
 
 @pytest.fixture(scope="module")
 def columns(generated, tmp_path_factory):
-    return skim_columns(generated, tmp_path_factory.getbasetemp())
+    return skim_columns(generated, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def config(generated):
     data = generated.config.model_dump(mode="json", exclude={"source"})
     data["optimise"]["relaxation"]["anneal_epochs"] = EPOCHS
+    data["optimise"]["epochs"] = EPOCHS
     return type(generated.config).model_validate({**data, "source": "tests/test_optimise_dask.py"})
 
 
@@ -40,8 +39,8 @@ def backends(config, columns, client):
     workers = sorted(client.scheduler_info()["workers"])  # round robin: the chunks sit on both workers, even
     futures = [client.submit(load_chunk, p, pure=False, workers=[workers[i % len(workers)]])  # when one is busy
                for i, p in enumerate(paths)]
-    dask = DaskBackend(client, futures, fan_in=config.optimise.fan_in)
-    local = LocalBackend([ColumnChunk.from_npz(p) for p in paths], fan_in=config.optimise.fan_in)
+    dask = DaskChunks(client, futures, fan_in=config.optimise.fan_in)
+    local = LocalChunks.from_directory(columns, fan_in=config.optimise.fan_in)
     yield dask, local
     dask.close()
 
@@ -49,7 +48,7 @@ def backends(config, columns, client):
 @pytest.fixture(scope="module")
 def local_result(config, columns, tmp_path_factory):
     out = tmp_path_factory.mktemp("dask_local_ref")
-    return out, optimise(config, out=out, columns=columns, backend="local", epochs=EPOCHS, progress=False)
+    return out, optimise(config, LocalChunks.from_directory(columns), out, progress=False)
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
@@ -71,7 +70,7 @@ def test_only_layout_sized_arrays_reach_the_driver(config, backends, client):
     dask, _ = backends
     assert all(isinstance(f, Future) for f in dask.futures)
     problem = build_problem(config, dask)
-    half = DaskBackend(client, dask.futures[: len(dask.futures) // 2], owns_futures=False)
+    half = DaskChunks(client, dask.futures[: len(dask.futures) // 2], owns_futures=False)
     sizes = []
     for backend in (dask, half):
         before = backend.bytes_received
@@ -89,8 +88,8 @@ def test_dask_run_equals_local_run_and_does_not_recompile(config, columns, clien
 
     traces = []
     out = tmp_path / "dask"
-    optimise(config, out=out, columns=columns, backend="dask", client=client, epochs=EPOCHS, progress=False,
-             on_epoch=lambda s: traces.append(client.run(trace_counts)))
+    with DaskChunks.from_directory(client, columns) as chunks:
+        optimise(config, chunks, out, progress=False, on_epoch=lambda s: traces.append(client.run(trace_counts)))
     got = json.loads((out / "optimisation.json").read_text())["epochs"]
     want = json.loads((local_result[0] / "optimisation.json").read_text())["epochs"]
     for g, w in zip(got, want, strict=True):
@@ -104,10 +103,12 @@ def test_analysis_optimise_on_chunks_skimmed_resident_on_the_workers(config, gen
     """A fresh Dask skim whose chunks never leave the workers, optimised in place (other chunking)."""
     from zprime_grad.analysis import Analysis
 
-    analysis = Analysis(config)
-    with analysis.skim(generated.fileset, "dask", client=client, chunksize=400) as resident:
-        analysis.optimise(resident, out=tmp_path, epochs=2, progress=False)
-        assert len(resident.futures) > 0  # the handle still owns its chunks
+    with Analysis(config, client=client) as analysis:
+        resident = analysis.skim(generated.fileset, chunksize=400)
+        assert isinstance(resident, DaskChunks)
+        analysis.optimise(resident, tmp_path, epochs=2, progress=False)
+        assert len(resident.futures) > 0  # the session still holds its chunks
+    assert resident.futures == [] and client.status == "running"  # released with the session; client left open
     got = json.loads((tmp_path / "optimisation.json").read_text())["epochs"]
     want = json.loads((local_result[0] / "optimisation.json").read_text())["epochs"][:2]
     assert json.loads((tmp_path / "optimisation.json").read_text())["backend"] == "dask"
@@ -127,8 +128,8 @@ def test_a_killed_worker_costs_a_recomputation_not_the_result(config, columns, c
             killed.append(address)
 
     out = tmp_path / "killed"
-    result = optimise(config, out=out, columns=columns, backend="dask", client=client, epochs=EPOCHS,
-                      progress=False, on_epoch=kill_a_worker)
+    with DaskChunks.from_directory(client, columns) as chunks:
+        result = optimise(config, chunks, out, progress=False, on_epoch=kill_a_worker)
     assert killed and len(json.loads((out / "optimisation.json").read_text())["epochs"]) == EPOCHS
     assert killed[0] not in client.scheduler_info()["workers"]  # really gone (the nanny started a new one)
     want = local_result[1]

@@ -13,6 +13,7 @@ import pytest
 
 from zprime_grad.analysis import Analysis
 from zprime_grad.columns import ColumnChunk, concatenate
+from zprime_grad.skim.pipeline import run_skim, skim_options
 from zprime_grad.skim.resident import ResidentChunks, chunk_digest, chunk_nbytes
 from zprime_grad.skim.toy import write_toy_nanoaod
 
@@ -39,6 +40,13 @@ def analysis():
     return Analysis.from_yaml()
 
 
+def skim(analysis, fileset, executor, client=None, **options):
+    """The skim library on one executor (a Session does this in a run)."""
+    config = analysis.config
+    return run_skim(config, fileset, skim_options(config, executor=executor, chunksize=CHUNKSIZE, **options),
+                    client=client)
+
+
 def assert_same_chunks(a: list[ColumnChunk], b: list[ColumnChunk]):
     a, b = sorted(a, key=lambda c: c.key), sorted(b, key=lambda c: c.key)
     assert [c.key for c in a] == [c.key for c in b] and len(a) > 1
@@ -50,10 +58,11 @@ def assert_same_chunks(a: list[ColumnChunk], b: list[ColumnChunk]):
 
 
 def test_iterative_futures_and_dask_give_identical_columns(analysis, toy_fileset, client):
-    iterative = analysis.skim(toy_fileset, "iterative", chunksize=CHUNKSIZE)
-    futures = analysis.skim(toy_fileset, "futures", chunksize=CHUNKSIZE, workers=2)
-    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
-        gathered = client.gather(resident.futures)  # only the test pulls the columns back
+    iterative = skim(analysis, toy_fileset, "iterative")
+    futures = skim(analysis, toy_fileset, "futures", workers=2)
+    resident = skim(analysis, toy_fileset, "dask", client)
+    gathered = client.gather(resident.futures)  # only the test pulls the columns back
+    resident.release()
     assert_same_chunks(iterative.chunks, futures.chunks)
     assert_same_chunks(iterative.chunks, gathered)
     assert sum(c.n_events for c in iterative.chunks) > 100
@@ -63,7 +72,8 @@ def test_iterative_futures_and_dask_give_identical_columns(analysis, toy_fileset
 
 
 def test_dask_handle_holds_only_futures_and_small_summaries(analysis, toy_fileset, client):
-    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
+    resident = skim(analysis, toy_fileset, "dask", client)
+    try:
         assert isinstance(resident, ResidentChunks) and len(resident) == len(resident.summaries) >= 4
         placement = resident.who_has()
         workers = set(client.scheduler_info()["workers"])
@@ -82,11 +92,13 @@ def test_dask_handle_holds_only_futures_and_small_summaries(analysis, toy_filese
         # work goes to the data: a function mapped over the chunks runs where they are
         sizes = client.gather(resident.map(chunk_nbytes))
         assert sum(sizes) == summed
-    assert resident.futures == []  # closing the handle releases the chunks
+    finally:
+        resident.release()
+    assert resident.futures == []  # releasing the handle lets the workers forget the chunks
 
 
 def test_skim_counts_match_the_hard_selection_of_the_columns(analysis, toy_fileset):
-    result = analysis.skim(toy_fileset, "iterative", chunksize=CHUNKSIZE)
+    result = skim(analysis, toy_fileset, "iterative")
     proc = analysis.processor()
     params = proc.initial_params()
     for ch in proc.channels:
@@ -112,7 +124,8 @@ def test_cli_on_an_existing_scheduler_leaves_it_running(toy_fileset, client, tmp
 
 def test_a_lost_worker_costs_a_recomputation_not_the_run(analysis, toy_fileset, client):
     """Kill the worker process holding a chunk: the chunk is recomputed from its lineage, identical."""
-    with analysis.skim(toy_fileset, "dask", client=client, chunksize=CHUNKSIZE) as resident:
+    resident = skim(analysis, toy_fileset, "dask", client)
+    try:
         before = client.gather(resident.map(chunk_digest))
         victim = sorted(resident.who_has().values())[0][0]
         lost = [k for k, w in resident.who_has().items() if w == [victim]]
@@ -126,3 +139,5 @@ def test_a_lost_worker_costs_a_recomputation_not_the_run(analysis, toy_fileset, 
         after = client.gather(resident.map(chunk_digest))
         assert after == before
         assert all(f.status == "finished" for f in resident.futures)
+    finally:
+        resident.release()

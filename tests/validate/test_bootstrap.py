@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.validate.test_validate import chunks, skim_dir  # noqa: F401  (module fixtures: the small skim)
+from zprime_grad.chunks import LocalChunks
 from zprime_grad.optimise.model import ModelSettings
 from zprime_grad.validate.bootstrap import (Analysis, event_counts, replica_histograms, replica_significances,
                                             summarise)
@@ -36,8 +37,8 @@ def setup(generated, chunks):  # noqa: F811
 
 def test_replica_zero_is_the_validation_histograms(setup, chunks, skim_dir):  # noqa: F811
     _, binning, thetas, analyses, layouts = setup
-    H = replica_histograms(chunks, analyses, layouts, REPLICAS, seed=1)
-    hists = fill_from_columns(skim_dir, binning, thetas)
+    H = replica_histograms(LocalChunks(chunks), analyses, layouts, REPLICAS, seed=1)
+    hists = fill_from_columns(LocalChunks.from_directory(skim_dir), binning, thetas)
     for label in thetas:
         want = hard_H(hists[label], layouts[label])
         assert want[:, :, 0].sum() > 0
@@ -47,9 +48,9 @@ def test_replica_zero_is_the_validation_histograms(setup, chunks, skim_dir):  # 
 
 def test_replicas_are_reproducible_per_event_and_unbiased(setup, chunks):  # noqa: F811
     _, _, _, analyses, layouts = setup
-    a = replica_histograms(chunks, analyses, layouts, REPLICAS, seed=1)
-    b = replica_histograms(list(reversed(chunks)), analyses, layouts, REPLICAS, seed=1)  # order does not matter
-    c = replica_histograms(chunks, analyses, layouts, REPLICAS, seed=2)
+    a = replica_histograms(LocalChunks(chunks), analyses, layouts, REPLICAS, seed=1)
+    b = replica_histograms(LocalChunks(list(reversed(chunks))), analyses, layouts, REPLICAS, seed=1)  # order does not matter
+    c = replica_histograms(LocalChunks(chunks), analyses, layouts, REPLICAS, seed=2)
     for label in analyses:
         np.testing.assert_allclose(a[label], b[label], rtol=1e-12, atol=1e-12)
         assert not np.allclose(a[label][1:], c[label][1:])
@@ -70,9 +71,9 @@ def test_replicas_are_reproducible_per_event_and_unbiased(setup, chunks):  # noq
 def test_replica_zero_significance_is_pyhf_on_the_same_templates(setup, chunks, skim_dir):  # noqa: F811
     config, binning, thetas, analyses, layouts = setup
     settings = ModelSettings.from_config(config)
-    H = replica_histograms(chunks, analyses, layouts, 10, seed=1)
-    hists = fill_from_columns(skim_dir, binning, thetas)
-    processes, variations = layouts["loose"].processes, layouts["loose"].weight_variations
+    H = replica_histograms(LocalChunks(chunks), analyses, layouts, 10, seed=1)
+    hists = fill_from_columns(LocalChunks.from_directory(skim_dir), binning, thetas)
+    processes, variations = layouts["loose"].processes, layouts["loose"].variations
     z = {label: replica_significances(H[label], layouts[label], settings) for label in analyses}
     for label in analyses:
         spec = optimiser_model_spec(hists[label], binning, processes, variations, settings)

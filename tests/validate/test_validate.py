@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from zprime_grad.columns import ColumnChunk
-from zprime_grad.optimise.sources import chunk_paths
+from zprime_grad.chunks import LocalChunks, chunk_paths
+from zprime_grad.config import override
 from zprime_grad.validate import validate
 
 CHUNKSIZE = 200
@@ -19,13 +20,10 @@ CHUNKSIZE = 200
 
 @pytest.fixture(scope="module")
 def skim_dir(generated, tmp_path_factory) -> Path:
-    """The generated dataset skimmed into small chunks (the same directory test_optimise reuses)."""
-    from zprime_grad.skim.pipeline import skim_options, skim_to_directory
+    """The generated dataset skimmed into small chunks (CHUNKSIZE: the directory test_optimise uses)."""
+    from tests.optimise.test_optimise import skim_columns
 
-    out = tmp_path_factory.getbasetemp() / "optimise_skim"
-    skim_to_directory(generated.config, generated.fileset, out,
-                      skim_options(generated.config, executor="iterative", chunksize=CHUNKSIZE))
-    return out
+    return skim_columns(generated, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +37,18 @@ def optimised(generated, skim_dir, tmp_path_factory) -> Path:
     from zprime_grad.optimise.driver import optimise
 
     out = tmp_path_factory.mktemp("validate_optimise")
-    optimise(generated.config, out=out, columns=skim_dir, backend="local", epochs=2, progress=False)
+    optimise(override(generated.config, optimise={"epochs": 2}), LocalChunks.from_directory(skim_dir), out,
+             progress=False)
     return out / "params.json"
 
 
 @pytest.fixture(scope="module")
 def validated(generated, optimised, tmp_path_factory):
     out = tmp_path_factory.mktemp("validate")
-    result = validate(generated.config, params=optimised, out=out, fileset=generated.fileset, executor="iterative",
-                      chunksize=CHUNKSIZE)
+    from zprime_grad.validate.fill import FilesetInput
+
+    result = validate(generated.config, FilesetInput(generated.fileset, "iterative", chunksize=CHUNKSIZE), optimised,
+                      out)
     return out, result
 
 
@@ -160,7 +161,7 @@ def test_optimiser_reads_only_the_even_half(generated, chunks):
     """Change every odd event (weight ×3, m_tt shifted): the training templates do not move."""
     from zprime_grad.optimise.contribution import primal_part
     from zprime_grad.optimise.driver import build_layout
-    from zprime_grad.optimise.layout import chunk_description
+    from zprime_grad.chunks import chunk_description
 
     layout = build_layout(generated.config, [chunk_description(c) for c in chunks])
     from zprime_grad_processors.zprime_ttbar import ZprimeTTbarProcessor
@@ -220,7 +221,9 @@ def processes_and_variations(skim_dir) -> tuple[list[str], list[str]]:
 
 
 def test_every_executor_and_dask_awkward_give_identical_histograms(generated, skim_dir):
-    from zprime_grad.skim.pipeline import connect, make_processor, run_skim, skim_options
+    from zprime_grad.chunks import DaskChunks
+    from zprime_grad.cluster import connect, resolve
+    from zprime_grad.skim.pipeline import make_processor, run_skim, skim_options
     from zprime_grad.validate.dask_mode import fill_with_dask_awkward
     from zprime_grad.validate.fill import fill_from_columns, fill_with_runner, prepare_fileset
     from zprime_grad.validate.hists import Binning
@@ -235,17 +238,18 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
                                  checked=True)
     assert iterative["baseline"].sum().value > 0
     assert iterative["baseline"].sum().value != pytest.approx(iterative["optimised"].sum().value)
-    _same(iterative, fill_from_columns(skim_dir, binning, thetas))
+    local = LocalChunks.from_directory(skim_dir)
+    _same(iterative, fill_from_columns(local, binning, thetas))
     _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="futures", workers=2,
                                       chunksize=CHUNKSIZE, checked=True))
-    client, cluster = connect(skim_options(config, executor="dask", workers=2))
-    try:
+    with connect(resolve(config, workers=2)) as (client, _):
         _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="dask", client=client,
                                           chunksize=CHUNKSIZE, checked=True))
         _same(iterative, fill_with_dask_awkward(fileset, analysis, binning, thetas, client=client))
-        resident = run_skim(config, generated.fileset, skim_options(config, executor="dask", chunksize=CHUNKSIZE),
-                            client=client)  # chunks kept on the workers: filled there, only hists come back
-        try:
+        skimmed = run_skim(config, generated.fileset, skim_options(config, executor="dask", chunksize=CHUNKSIZE),
+                           client=client)  # chunks kept on the workers: filled there, only hists come back
+        skimmed.sort_like_files()
+        with DaskChunks(client, skimmed.futures) as resident:
             _same(iterative, fill_from_columns(resident, binning, thetas))
             # the bootstrap replicas go through the same reduction: on the workers = from the skim directory
             from zprime_grad.validate.bootstrap import Analysis, replica_histograms
@@ -254,12 +258,7 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
             layout = hard_layout(binning, *processes_and_variations(skim_dir))
             analyses = {k: Analysis(binning, v) for k, v in thetas.items()}
             on_workers = replica_histograms(resident, analyses, {k: layout for k in thetas}, 5, seed=3)
-            from_disk = replica_histograms(skim_dir, analyses, {k: layout for k in thetas}, 5, seed=3)
+            from_disk = replica_histograms(local, analyses, {k: layout for k in thetas}, 5, seed=3)
             for label in thetas:
                 assert on_workers[label][:, :, :, 0].sum() > 0
                 np.testing.assert_allclose(on_workers[label], from_disk[label], rtol=1e-12, atol=1e-12)
-        finally:
-            resident.close()
-    finally:
-        client.close()
-        cluster.close()

@@ -3,7 +3,6 @@ soft/hard score cut and fine-tuned with the cut thresholds for the discovery sig
 
 Modules: ``mlp`` (the network: static `NetworkSpec` + parameter pytree, pure JAX), ``io`` (the
 ``.npz`` + JSON-header file format), ``train`` (class-balanced cross-entropy, per-chunk gradients
-reduced by the optimiser's backends, Adam, early stopping), ``attach`` (score cuts in the configured
-channels), ``stage`` (the ``zprime-grad run`` stages for configs with models), ``cli``
-(``zprime-grad train``).
+reduced over `zprime_grad.chunks`, Adam, early stopping), ``attach`` (score cuts in the configured
+channels). The stages that use them are `zprime_grad.stages.learned` and ``zprime-grad train``.
 """

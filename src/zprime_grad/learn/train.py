@@ -213,12 +213,11 @@ def train_key(config, name: str, descriptions) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def train_models(config, *, out, columns=None, fileset=None, backend: str | None = None, workers: int | None = None,
-                 client=None, names=None, progress: bool | None = None, reuse: bool = True) -> dict[str, Path]:
-    """Pre-train every model of the config (or ``names``): ``OUT/<name>.npz`` + ``OUT/train.json``
-    (loss curves) + ``OUT/plots/training_<name>.png``. A network whose inputs did not change is reused."""
-    from zprime_grad.optimise.sources import open_backend
-
+def train_models(config, chunks, out, *, names=None, progress: bool | None = None,
+                 reuse: bool = True) -> dict[str, Path]:
+    """Pre-train every model of the config (or ``names``) on ``chunks`` (`zprime_grad.chunks`):
+    ``OUT/<name>.npz`` + ``OUT/train.json`` (loss curves) + ``OUT/plots/training_<name>.png``. A network
+    whose inputs did not change is reused."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(names or config.models)
@@ -230,33 +229,28 @@ def train_models(config, *, out, columns=None, fileset=None, backend: str | None
         summaries = json.loads(summary_path.read_text()).get("models", {})
     except (OSError, json.JSONDecodeError):
         summaries = {}
-    be = open_backend(config, backend=backend or config.optimise.backend, columns=columns, fileset=fileset,
-                      client=client, workers=workers or config.optimise.workers, scheduler=config.optimise.scheduler)
     paths = {}
-    try:
-        descriptions = be.descriptions()
-        for name in names:
-            path = out / f"{name}.npz"
-            key = train_key(config, name, descriptions)
-            if reuse and summaries.get(name, {}).get("key") == key and path.exists():
-                log.info("train %s: reusing %s", name, path)
-                paths[name] = path
-                continue
-            spec, params, summary = pretrain(be, name, config.models[name], signal=config.optimise.signal,
-                                             progress=progress)
-            summary["key"] = key
-            io.save(path, spec, params, meta={"source": "zprime-grad train", "key": key,
-                                              "best_epoch": summary["best_epoch"],
-                                              "loss_best": summary["loss_best"]})
-            summaries[name] = summary
-            atomic.write_json(summary_path, {"models": summaries})
-            write_loss_plot(out / "plots" / f"training_{name}.png", summary)
+    descriptions = chunks.descriptions()
+    for name in names:
+        path = out / f"{name}.npz"
+        key = train_key(config, name, descriptions)
+        if reuse and summaries.get(name, {}).get("key") == key and path.exists():
+            log.info("train %s: reusing %s", name, path)
             paths[name] = path
-            b, i = summary["loss_best"], summary["loss_initial"]
-            log.info("train %s: %d parameters, %d epochs, held-out loss %.4f -> %.4f", name, spec.n_params,
-                     summary["epochs_run"], i["loss_heldout"], b["loss_heldout"])
-    finally:
-        be.close()
+            continue
+        spec, params, summary = pretrain(chunks, name, config.models[name], signal=config.optimise.signal,
+                                         progress=progress)
+        summary["key"] = key
+        io.save(path, spec, params, meta={"source": "zprime-grad train", "key": key,
+                                          "best_epoch": summary["best_epoch"],
+                                          "loss_best": summary["loss_best"]})
+        summaries[name] = summary
+        atomic.write_json(summary_path, {"models": summaries})
+        write_loss_plot(out / "plots" / f"training_{name}.png", summary)
+        paths[name] = path
+        b, i = summary["loss_best"], summary["loss_initial"]
+        log.info("train %s: %d parameters, %d epochs, held-out loss %.4f -> %.4f", name, spec.n_params,
+                 summary["epochs_run"], i["loss_heldout"], b["loss_heldout"])
     return paths
 
 

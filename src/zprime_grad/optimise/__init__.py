@@ -2,10 +2,10 @@
 
 Modules, one idea each: ``layout`` (the static shape of what the cluster computes), ``model`` (the
 pyhf statistical model of the analysis, filled from reduced histograms), ``contribution`` (the pure-JAX
-per-chunk kernel and its worker entry points), ``objective`` (f(H), ∂f/∂H on the driver), ``backends``
-(local / Dask map + fixed-tree reduction), ``sources`` (chunks from a skim directory or a fileset),
+per-chunk kernel and its worker entry points), ``objective`` (f(H), ∂f/∂H on the driver),
 ``loop`` (optimiser, schedules, NaN guard, early stopping), ``checkpoint``, ``reference`` (the
-single-process "hold everything" gradient), ``driver`` (the run and its outputs), ``cli``.
+single-process "hold everything" gradient), ``driver`` (the run on a chunk source of
+`zprime_grad.chunks`, and its outputs).
 """
 
 from zprime_grad.optimise.contribution import Relaxation

@@ -34,7 +34,7 @@ from zprime_grad.optimise.objective import Objective, chain_rule
 from zprime_grad.soft import kde_window
 
 log = logging.getLogger(__name__)
-RUN_FIELDS_EXCLUDED = {"epochs", "backend", "workers", "scheduler", "tls", "fan_in"}  # do not change results
+RUN_FIELDS_EXCLUDED = {"epochs", "backend", "fan_in"}  # do not change results
 
 
 def _processor_channels(config: Config):
@@ -247,63 +247,61 @@ def save_networks(out: Path, problem: Problem, theta: np.ndarray) -> None:
                 meta={"source": "zprime-grad optimise", "config_hash": problem.config_hash})
 
 
-def optimise(config: Config, *, out, columns=None, fileset=None, backend: str | None = None,
-             workers: int | None = None, scheduler: str | None = None, epochs: int | None = None,
-             resume: bool | str = False, gradient: str | None = None, client=None, progress: bool | None = None,
-             on_epoch: Callable[[LoopState], None] | None = None, networks=None,
-             start_values: dict[str, float] | None = None, label: str = "") -> dict:
-    """Run (or resume) the optimisation; returns the ``params.json`` payload.
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts when not from the config's declared values (the learned-observable stages)."""
+
+    values: dict[str, float] | None = None  # by parameter name, e.g. another run's θ*
+    networks: dict | None = None  # {name: network file or (spec, params)}; default: each model's init_from
+    label: str = ""  # names the run on its progress bar (``zprime-grad run`` has several)
+
+
+def optimise(config: Config, chunks, out, *, start: Start | None = None, resume: bool | str = False,
+             progress: bool | None = None, on_epoch: Callable[[LoopState], None] | None = None) -> dict:
+    """Run (or resume) the optimisation on ``chunks`` (`zprime_grad.chunks`); returns the ``params.json``
+    payload. Epochs, gradient mode and every setting come from ``config.optimise``.
 
     ``resume``: True continues from ``out``'s checkpoint (an error if there is none or it belongs to
-    another config); ``"auto"`` continues from it only if it matches this config and these columns,
+    another config); ``"auto"`` continues from it only if it matches this config and these chunks,
     and otherwise starts afresh (what ``zprime-grad run`` does after a config change).
-    ``networks``: ``{name: network file or (spec, params)}`` for ``optimise.networks`` (default: each
-    model's ``init_from``); the optimised weights are written to ``OUT/networks/<name>.npz``.
-    ``start_values``: starting values by parameter name (default: the declared initial values).
-    ``label``: names the run on its progress bar (``zprime-grad run`` has several).
+    ``on_epoch``: called after every epoch (after ``optimisation.json`` is rewritten) with the loop state.
+    The optimised network weights (``optimise.networks``) are written to ``OUT/networks/<name>.npz``.
     """
-    from zprime_grad.optimise.sources import open_backend
-
-    opt = config.optimise
+    start = start or Start()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    epochs = opt.epochs if epochs is None else epochs
-    be = open_backend(config, backend=backend or opt.backend, columns=columns, fileset=fileset, client=client,
-                      workers=workers or opt.workers, scheduler=scheduler or opt.scheduler)
-    try:
-        problem = build_problem(config, be, gradient, networks, start_values)
-        if resume == "auto":
-            resume = checkpoint.compatible(out, problem.config_hash)
-        state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
-        evaluator = Evaluator(be, problem)
-        bar = terminal.bar(epochs, f"optimise{' ' + label if label else ''}", "epoch", progress=progress,
-                           initial=state.epoch)
+    epochs = config.optimise.epochs
+    problem = build_problem(config, chunks, networks=start.networks, start_values=start.values)
+    if resume == "auto":
+        resume = checkpoint.compatible(out, problem.config_hash)
+    state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
+    evaluator = Evaluator(chunks, problem)
+    bar = terminal.bar(epochs, f"optimise{' ' + start.label if start.label else ''}", "epoch", progress=progress,
+                       initial=state.epoch)
 
-        def after_epoch(s: LoopState) -> None:
-            checkpoint.save(out, s, problem.config_hash)
-            atomic.write_json(out / "optimisation.json", history_payload(problem, s, be))
-            last = s.history[-1]
-            bar.update(1)
-            bar.set_postfix_str("rejected" if last["rejected"] else f"Z0={last['z_train']:.4f} "
-                                f"val={last['z_valid']:.4f} |grad|={last['grad_norm']:.3g}")
-            if on_epoch is not None:
-                on_epoch(s)
+    def after_epoch(s: LoopState) -> None:
+        checkpoint.save(out, s, problem.config_hash)
+        atomic.write_json(out / "optimisation.json", history_payload(problem, s, chunks))
+        last = s.history[-1]
+        bar.update(1)
+        bar.set_postfix_str("rejected" if last["rejected"] else f"Z0={last['z_train']:.4f} "
+                            f"val={last['z_valid']:.4f} |grad|={last['grad_norm']:.3g}")
+        if on_epoch is not None:
+            on_epoch(s)
 
-        log.info("optimise: %d parameters, %s mode, %s backend, layout %s, from epoch %d", len(problem.theta0),
-                 problem.mode, be.name, problem.layout.shape, state.epoch)
-        state = run(state, evaluator, problem.optimiser, problem.loop, problem.schedule, epochs, after_epoch)
-        bar.close()
-        if state.stopped:
-            log.info("optimise: stopped early: %s", state.stopped)
-        final_relax = problem.schedule(max(state.epoch - 1, 0))
-        H = evaluator.histograms(state.theta, final_relax)
-        final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
-                 "relaxation_final": dict(final_relax._asdict())}
-        atomic.write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
-        save_networks(out, problem, state.theta)
-        atomic.write_json(out / "optimisation.json", history_payload(problem, state, be))
-        payload = params_payload(problem, state, final)
-        atomic.write_json(out / "params.json", payload)
-        return payload
-    finally:
-        be.close()
+    log.info("optimise: %d parameters, %s mode, %s backend, layout %s, from epoch %d", len(problem.theta0),
+             problem.mode, chunks.name, problem.layout.shape, state.epoch)
+    state = run(state, evaluator, problem.optimiser, problem.loop, problem.schedule, epochs, after_epoch)
+    bar.close()
+    if state.stopped:
+        log.info("optimise: stopped early: %s", state.stopped)
+    final_relax = problem.schedule(max(state.epoch - 1, 0))
+    H = evaluator.histograms(state.theta, final_relax)
+    final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
+             "relaxation_final": dict(final_relax._asdict())}
+    atomic.write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
+    save_networks(out, problem, state.theta)
+    atomic.write_json(out / "optimisation.json", history_payload(problem, state, chunks))
+    payload = params_payload(problem, state, final)
+    atomic.write_json(out / "params.json", payload)
+    return payload

@@ -93,15 +93,6 @@ class Layout:
         return systematic_pairs((*self.weight_variations, *self.kinematic_variations))
 
 
-def chunk_description(chunk) -> dict:
-    """The few facts about a chunk that fix the layout (computed next to the chunk on a cluster)."""
-    return {"process": chunk.process, "is_data": bool(chunk.is_data), "length": int(chunk.length),
-            "n_events": int(chunk.n_events), "key": [str(k) for k in chunk.key],
-            "weights": sorted(chunk.weights), "variations": sorted(chunk.variations),
-            "columns": sorted(chunk.columns), "shapes": {k: list(v.shape) for k, v in chunk.columns.items()},
-            "sample_variation": chunk.sample_variation}
-
-
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
                 value_range: tuple[float, float], kde_method: str = "dense",
                 kde_window: int | None = None) -> Layout:

@@ -60,28 +60,12 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,
                            chunksize=options.chunksize, treename=options.treename, progress=progress)
         result.bad_files = bad
         return result
-    owned_client, owned_cluster = client is None, None
     if client is None:
-        client, owned_cluster = connect(options, config)
-    try:
-        result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
-                          retries=options.retries)
-    except BaseException:
-        if owned_client:
-            client.close()
-        if owned_cluster is not None:
-            owned_cluster.close()
-        raise
-    result.bad_files, result.owned_client, result.owned_cluster = bad, owned_client, owned_cluster
+        raise UserError("skim: the dask executor needs a Dask client (a Session opens the run's cluster)")
+    result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
+                      retries=options.retries)
+    result.bad_files = bad
     return result
-
-
-def connect(options: SkimConfig, config: Config | None = None):
-    """``(client, owned)`` for ``options.scheduler`` / the config's ``cluster`` section, or a LocalCluster
-    of ``options.workers`` processes on 127.0.0.1 (`zprime_grad.cluster`)."""
-    from zprime_grad.cluster import open_cluster, resolve
-
-    return open_cluster(resolve(config, scheduler=options.scheduler, workers=options.workers))
 
 
 def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float) -> dict:
@@ -130,7 +114,7 @@ def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, clie
                 written = [store.write_chunk(c, str(tmp)) for c in result.chunks]
         finally:
             if isinstance(result, ResidentChunks):
-                result.close()
+                result.release()
         report = skim_report(config, options, cache_key, result, time.perf_counter() - start, columns=written)
         store.commit(out, tmp, report)
     except BaseException:

@@ -86,8 +86,6 @@ class ResidentChunks:
     summaries: list[dict]
     bad_files: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
-    owned_client: bool = False  # this handle opened the client (and maybe a LocalCluster): close them
-    owned_cluster: object = None
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -118,23 +116,11 @@ class ResidentChunks:
         """Workers write their own chunks (needs a filesystem the workers and the driver share)."""
         return self.client.gather(self.map(write_chunk, directory))
 
-    def close(self) -> None:
-        """Release the chunks; close the cluster if this handle started it."""
+    def release(self) -> None:
+        """Let the workers forget the chunks (the client belongs to the caller's session)."""
         for f in self.futures:
             f.release()
         self.futures = []
-        if self.owned_client:
-            self.client.close()
-            self.owned_client = False
-        if self.owned_cluster is not None:
-            self.owned_cluster.close()
-            self.owned_cluster = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def work_items(fileset: dict, chunksize: int, treename: str = "Events") -> list:

@@ -89,12 +89,12 @@ def _row(label: str, key: str, result: dict, *, network_params: int, trainable: 
             "trainable_network_parameters": trainable, "params_file": params_file}
 
 
-def bootstrap_analyses(config: Config, out: Path, skim_dir: Path, summary: dict) -> dict | None:
+def bootstrap_analyses(config: Config, out: Path, chunks, summary: dict) -> dict | None:
     """Cuts only, pre-trained and fine-tuned on the same bootstrap replicas of the held-out MC
     (``validation.bootstrap``): is the ratio between them more than the held-out MC's own noise?"""
     if not config.validation.bootstrap:
         return None
-    from zprime_grad.optimise.model import ModelSettings
+    from zprime_grad.model_table import ModelSettings
     from zprime_grad.skim.pipeline import make_processor, skim_options
     from zprime_grad.validate.bootstrap import Analysis, bootstrap
     from zprime_grad.validate.driver import hard_cuts
@@ -105,42 +105,39 @@ def bootstrap_analyses(config: Config, out: Path, skim_dir: Path, summary: dict)
                                   *((key, config, f"optimise_{key}") for key in VARIANTS)):
         binning, theta, weights, _ = hard_cuts(variant, analysis, out / opt_dir / "params.json")
         analyses[key] = Analysis(binning, {**theta, **weights})
-    return bootstrap(skim_dir, analyses, processes=summary["processes"], variations=summary["variations"],
+    return bootstrap(chunks, analyses, processes=summary["processes"], variations=summary["variations"],
                      settings=ModelSettings.from_config(config), reference="cuts_only",
                      replicas=config.validation.bootstrap, seed=config.validation.seed)
 
 
-def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, workers=None, client=None,
-                executor=None, epochs=None, progress: bool | None = False) -> dict:
+def run_learned(config: Config, out: Path, chunks, *, progress: bool | None = False) -> dict:
     """Stages 1–5 above (the cuts-only validation must already be in ``OUT/validation.json``)."""
     from zprime_grad.learn.train import train_models
-    from zprime_grad.optimise.driver import optimise
+    from zprime_grad.optimise.driver import Start, optimise
     from zprime_grad.validate.driver import validate
     from zprime_grad.validate.report import write_report
 
     out = Path(out)
     outputs = {}
-    paths = train_models(config, out=out / "train", columns=skim_dir, backend=backend, workers=workers,
-                         client=client, names=sorted(config.optimise.networks), progress=progress)
+    paths = train_models(config, chunks, out / "train", names=sorted(config.optimise.networks), progress=progress)
     outputs["train"] = str(out / "train")
     summary = json.loads((out / "validation.json").read_text())
     n_params = {}
     rows = [_row("reference cuts θ₀", "baseline", summary["baseline"], network_params=0, trainable=0),
             _row("cuts only (optimised)", "cuts_only", summary["optimised"], network_params=0, trainable=0,
                  params_file="optimise/params.json")]
-    extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
     cut_thresholds = list(theta_star(out / "optimise"))
     # each stage starts where the previous one ended: the cuts-only θ*, then the frozen network's thresholds
     stages = (("pretrained", frozen(config), "optimise"),
               ("finetuned", fine_tuning(config, cut_thresholds), "optimise_pretrained"))
     for key, variant, start in stages:
         opt_dir = out / f"optimise_{key}"
-        result = optimise(variant, out=opt_dir, columns=skim_dir, backend=backend, resume="auto", progress=progress,
-                          client=client, networks=paths, start_values=theta_star(out / start), label=key, **extra)
+        result = optimise(variant, chunks, opt_dir, resume="auto", progress=progress,
+                          start=Start(values=theta_star(out / start), networks=paths, label=key))
         n_params = {k: v["n_params"] for k, v in result.get("networks", {}).items()}
         log.info("run: optimise (%s) -> %s", key, opt_dir)
-        checked = validate(variant, params=opt_dir / "params.json", out=out / f"validate_{key}", columns=skim_dir,
-                           executor=executor, workers=workers, client=client, plots=False, progress=progress)
+        checked = validate(variant, chunks, opt_dir / "params.json", out / f"validate_{key}", plots=False,
+                           progress=progress)
         trainable = sum(n_params.values()) if key == "finetuned" else 0
         rows.append(_row(VARIANTS[key], key, checked["optimised"], network_params=sum(n_params.values()),
                          trainable=trainable, params_file=f"optimise_{key}/params.json"))
@@ -157,7 +154,7 @@ def run_learned(config: Config, out: Path, skim_dir: Path, *, backend=None, work
                                                                         "loss_initial", "loss_best", "class_scale")}}
                      for name in config.optimise.networks},
         "finetuned_over_cuts_only": (tuned / cuts) if cuts and tuned is not None else None,
-        "bootstrap": bootstrap_analyses(config, out, skim_dir, summary),
+        "bootstrap": bootstrap_analyses(config, out, chunks, summary),
     }
     plots = summary.setdefault("outputs", {}).setdefault("plots", [])
     for name in config.optimise.networks:

@@ -41,6 +41,7 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
               epochs=None, progress: bool | None = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``. ``progress``: a bar per stage (None:
     as the CLI session decides, `zprime_grad.terminal`)."""
+    from zprime_grad.config import override
     from zprime_grad.generate import generate_dataset
     from zprime_grad.optimise.driver import optimise
     from zprime_grad.stages.session import Session
@@ -48,6 +49,9 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
 
     out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
+    if epochs is not None:  # --epochs: every optimisation of the run (fine-tuning included)
+        config = override(config, optimise={"epochs": epochs,
+                                            **({"finetune": {"epochs": epochs}} if config.optimise.networks else {})})
     learned = None
     if config.optimise.networks:  # learned observables: cuts only first, then zprime_grad.stages.learned
         from zprime_grad.stages.learned import cuts_only
@@ -70,21 +74,16 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         outputs["skim"] = str(out / "skim")
 
         optimise_dir = out / "optimise"
-        extra = {k: v for k, v in {"workers": workers, "epochs": epochs}.items() if v is not None}
-        optimise(config, out=optimise_dir, columns=chunks, backend=session.backend, resume="auto",
-                 progress=progress, client=session.client, **extra)
+        optimise(config, chunks, optimise_dir, resume="auto", progress=progress)
         log.info("run: optimise -> %s", optimise_dir)
         outputs["optimise"] = str(optimise_dir)
 
         # hard cuts at θ* and θ₀ on the held-out (odd) events of the same chunks, cabinetry/pyhf, report
-        validate(config, params=optimise_dir / "params.json", out=out, columns=chunks, executor=session.executor,
-                 workers=workers, client=session.client, progress=progress)
+        validate(config, chunks, optimise_dir / "params.json", out, progress=progress)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
             from zprime_grad.stages.learned import run_learned
 
-            outputs.update(run_learned(learned, out, chunks, backend=session.backend, workers=workers,
-                                       client=session.client, executor=session.executor, epochs=epochs,
-                                       progress=progress))
+            outputs.update(run_learned(learned, out, chunks, progress=progress))
     log.info("run: validate -> %s", out / "validation.json")
     outputs["validation"] = str(out / "validation.json")
     outputs["report"] = str(out / "report.html")

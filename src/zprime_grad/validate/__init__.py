@@ -3,10 +3,10 @@ cabinetry → pyhf.
 
 Modules: `hists` (hard-cut ``hist.Hist`` of one ColumnChunk), `processor` (`ValidationProcessor`, the
 coffea processor wrapping the analysis processor), `fill` (coffea Runner on any executor, or skimmed
-columns), `dask_mode` (NanoEvents dask mode + dask-histogram), `workspace` (histograms.root, the
+chunks), `dask_mode` (NanoEvents dask mode + dask-histogram), `workspace` (histograms.root, the
 generated cabinetry config, the workspaces), `inference` (Asimov discovery Z, MLE fit with pulls),
 `compare` (the hard templates in the optimiser's own model), `plots` (mplhep), `driver` (`validate`,
-validation.json), `cli` (``zprime-grad validate``).
+validation.json).
 """
 
 from zprime_grad.validate.driver import validate

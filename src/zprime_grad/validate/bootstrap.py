@@ -19,8 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from zprime_grad.optimise.layout import Layout
-from zprime_grad.optimise.model import ModelSettings
+from zprime_grad.model_table import ModelSettings, ModelShape
 from zprime_grad.validate.compare import hard_layout, without_variations_of_empty
 from zprime_grad.validate.hists import NOMINAL, Binning, selections
 
@@ -50,7 +49,7 @@ def _bin_sums(counts: np.ndarray, w: np.ndarray, x: np.ndarray, edges: np.ndarra
     return (c * w) @ onehot, (c * w * w) @ onehot
 
 
-def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout], replicas: int,
+def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str, ModelShape], replicas: int,
                    seed: int = 0) -> dict[str, np.ndarray]:
     """One chunk's ``{label: H[replica, process, channel, template, bin]}``: its held-out MC events
     as `hists.selections` picks them for the hard-cut templates, each × its replica counts."""
@@ -63,7 +62,7 @@ def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str
         if chunk.process not in layout.processes:
             continue
         p = layout.processes.index(chunk.process)
-        slots = {NOMINAL: 0, **{v: t for t, v in enumerate(layout.weight_variations, start=2)}}
+        slots = {NOMINAL: 0, **{v: t for t, v in enumerate(layout.variations, start=2)}}
         edges = np.asarray(analysis.binning.edges, float)
         for _, channel, _, variation, keep, x, w in selections(chunk, analysis.binning, {label: analysis.theta}):
             c = layout.channel_names.index(channel)
@@ -74,18 +73,15 @@ def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str
     return out
 
 
-def replica_histograms(columns, analyses: Mapping[str, Analysis], layouts: Mapping[str, Layout],
+def replica_histograms(chunks, analyses: Mapping[str, Analysis], layouts: Mapping[str, ModelShape],
                        replicas: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``{label: H[replica, process, channel, template, bin]}`` over the held-out MC events of skimmed
-    chunks (any source `validate.fill.reduce_columns` takes; on Dask, filled where the chunks are),
-    replica 0 nominal; ``layouts[label]`` fixes the order of processes, channels and variations."""
-    from zprime_grad.validate.fill import reduce_columns
-
-    return reduce_columns(columns, partial(chunk_replicas, analyses=analyses, layouts=layouts,
-                                           replicas=replicas, seed=seed))
+    chunks (`zprime_grad.chunks`; on Dask, filled where the chunks are), replica 0 nominal;
+    ``layouts[label]`` fixes the order of processes, channels and variations."""
+    return chunks.reduce(partial(chunk_replicas, analyses=analyses, layouts=layouts, replicas=replicas, seed=seed))
 
 
-def replica_significances(H: np.ndarray, layout: Layout, settings: ModelSettings) -> np.ndarray:
+def replica_significances(H: np.ndarray, layout: ModelShape, settings: ModelSettings) -> np.ndarray:
     """Z₀ (expected discovery, Asimov) of each replica in the optimiser's likelihood."""
     from zprime_grad.optimise.objective import Objective
 
@@ -109,11 +105,11 @@ def summarise(z: Mapping[str, np.ndarray], reference: str) -> dict[str, dict]:
     return out
 
 
-def bootstrap(columns, analyses: Mapping[str, Analysis], *, processes, variations, settings: ModelSettings,
+def bootstrap(chunks, analyses: Mapping[str, Analysis], *, processes, variations, settings: ModelSettings,
               reference: str, replicas: int, seed: int = 0) -> dict:
     """Held-out Z₀ of every analysis on ``replicas`` bootstrap replicas, compared with ``reference``."""
     layouts = {label: hard_layout(a.binning, processes, variations) for label, a in analyses.items()}
-    H = replica_histograms(columns, analyses, layouts, replicas, seed)
+    H = replica_histograms(chunks, analyses, layouts, replicas, seed)
     z = {label: replica_significances(H[label], layouts[label], settings) for label in analyses}
     return {"replicas": replicas, "seed": seed, "reference": reference,
             "method": "Poisson(1) bootstrap of the held-out MC events, the same replicas for every analysis; "

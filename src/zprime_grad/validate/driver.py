@@ -19,7 +19,7 @@ from typing import Mapping
 from zprime_grad import terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
-from zprime_grad.optimise.model import ModelSettings
+from zprime_grad.model_table import ModelSettings
 from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
 from zprime_grad.validate.hists import DATA, HALF_SCALE, Binning, template
@@ -97,57 +97,38 @@ def yields(h, channels, processes) -> dict:
 MODES = ("runner", "dask-awkward")
 
 
-def fill_histograms(config: Config, analysis, binning: Binning, thetas, *, columns=None, fileset=None,
-                    executor: str | None = None, workers: int | None = None, scheduler: str | None = None,
-                    client=None, chunksize: int | None = None, mode: str = "runner") -> tuple[dict, dict | None, str]:
-    """(hists, checked fileset or None, how they were filled).
+def fill_histograms(config: Config, analysis, binning: Binning, thetas, source) -> tuple[dict, dict | None, str]:
+    """(hists, checked fileset or None, how they were filled). ``source``: the run's chunks
+    (`zprime_grad.chunks`), or a `FilesetInput` read here: ``mode="runner"``: coffea's Runner on its
+    executor; ``"dask-awkward"``: NanoEvents in dask mode + dask-histogram, computed on its Dask client
+    or the synchronous scheduler."""
+    if not isinstance(source, filling.FilesetInput):
+        return filling.fill_from_columns(source, binning, thetas), None, "columns"
+    if source.mode not in MODES:
+        raise UserError(f"validate: mode must be one of {', '.join(MODES)}, not '{source.mode}'")
+    checked = filling.prepare_fileset(source.fileset, analysis)
+    if source.mode == "dask-awkward":
+        from zprime_grad.validate.dask_mode import fill_with_dask_awkward
 
-    ``mode="runner"``: coffea's Runner on ``executor``; ``"dask-awkward"``: NanoEvents in dask mode +
-    dask-histogram, computed on the Dask client (``executor="dask"``) or the synchronous scheduler.
-    """
-    if (columns is None) == (fileset is None):
-        raise UserError("validate: give exactly one of --columns DIR and --fileset F")
-    if mode not in MODES:
-        raise UserError(f"validate: mode must be one of {', '.join(MODES)}, not '{mode}'")
-    if columns is not None:
-        return filling.fill_from_columns(columns, binning, thetas), None, "columns"
-    executor = executor or ("dask" if client is not None else config.skim.executor)
-    workers = workers or config.skim.workers
-    checked = filling.prepare_fileset(fileset, analysis)
-    owned = None
-    if executor == "dask" and client is None:
-        from zprime_grad.cluster import open_cluster, resolve
-
-        owned = open_cluster(resolve(config, scheduler=scheduler, workers=workers))
-        client = owned[0]
-    try:
-        if mode == "dask-awkward":
-            from zprime_grad.validate.dask_mode import fill_with_dask_awkward
-
-            hists = fill_with_dask_awkward(checked, analysis, binning, thetas,
-                                           client=client if executor == "dask" else None,
-                                           treename=config.skim.treename)
-        else:
-            hists = filling.fill_with_runner(checked, analysis, binning, thetas, executor=executor, workers=workers,
-                                             client=client, chunksize=chunksize or config.skim.chunksize,
-                                             treename=config.skim.treename, checked=True)
-    finally:
-        if owned is not None:
-            owned[0].close()
-            if owned[1] is not None:
-                owned[1].close()
-    return hists, checked, f"{mode}:{executor}"
+        hists = fill_with_dask_awkward(checked, analysis, binning, thetas, client=source.client,
+                                       treename=config.skim.treename)
+    else:
+        hists = filling.fill_with_runner(checked, analysis, binning, thetas, executor=source.executor,
+                                         workers=source.workers, client=source.client,
+                                         chunksize=source.chunksize or config.skim.chunksize,
+                                         treename=config.skim.treename, checked=True)
+    return hists, checked, f"{source.mode}:{source.executor}"
 
 
-def validate(config: Config, *, params, out, columns=None, fileset=None, executor: str | None = None,
-             workers: int | None = None, scheduler: str | None = None, client=None,
-             chunksize: int | None = None, mode: str = "runner", plots: bool | None = None,
+def validate(config: Config, chunks, params, out, *, plots: bool | None = None,
              progress: bool | None = None) -> dict:
-    """Validate θ* against θ₀ with hard cuts on the held-out half; writes ``OUT/validation.json``.
-    ``plots``: None follows ``validation.plots``."""
+    """Validate θ* (``params``: a ``params.json`` path or payload) against θ₀ with hard cuts on the
+    held-out half of ``chunks`` (`zprime_grad.chunks`, or a `fill.FilesetInput`); writes
+    ``OUT/validation.json``. ``plots``: None follows ``validation.plots``."""
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
     start = time.perf_counter()
+    from_chunks = not isinstance(chunks, filling.FilesetInput)
     plots = config.validation.plots if plots is None else plots
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,9 +137,7 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
-        hists, checked, used = fill_histograms(config, analysis, binning, thetas, columns=columns, fileset=fileset,
-                                               executor=executor, workers=workers, scheduler=scheduler,
-                                               client=client, chunksize=chunksize, mode=mode)
+        hists, checked, used = fill_histograms(config, analysis, binning, thetas, chunks)
         settings = ModelSettings.from_config(config)
         channels = [c.name for c in binning.channels]
         processes = mc_processes(checked, hists)
@@ -167,7 +146,7 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         pseudo_data = all(has_data(h) for h in hists.values())
         results, problems = {}, []
         measure = config.optimise.objective == "mu_uncertainty"  # a measurement: σ(μ), not a discovery Z
-        boot = not measure and bool(config.validation.bootstrap) and columns is not None
+        boot = not measure and bool(config.validation.bootstrap) and from_chunks
         bar = terminal.bar(3 * len(LABELS) + boot + bool(plots), "validate", "step", progress=progress)
         for label in LABELS:
             # the MLE fit: held-out pseudo-data at their own luminosity (real counts, model ×½); Z_hard: full
@@ -223,16 +202,16 @@ def validate(config: Config, *, params, out, columns=None, fileset=None, executo
         log.info("validate: %s", problem)
     if measure:
         summary.update(measurement_summary(results, payload))
-    elif config.validation.bootstrap and columns is not None:  # the held-out MC's own noise on Z0 and the ratio
+    elif config.validation.bootstrap and from_chunks:  # the held-out MC's own noise on Z0 and the ratio
         from zprime_grad.validate.bootstrap import Analysis, bootstrap
 
         bar.set_postfix_str(f"bootstrap ({config.validation.bootstrap} replicas)")
-        summary["bootstrap"] = bootstrap(columns, {k: Analysis(binning, thetas[k]) for k in LABELS},
+        summary["bootstrap"] = bootstrap(chunks, {k: Analysis(binning, thetas[k]) for k in LABELS},
                                          processes=processes, variations=variations, settings=settings,
                                          reference="baseline", replicas=config.validation.bootstrap,
                                          seed=config.validation.seed)
     elif config.validation.bootstrap:
-        log.warning("validate: validation.bootstrap needs skimmed columns (--columns); no bootstrap from a fileset")
+        log.warning("validate: validation.bootstrap needs skimmed chunks (--columns); no bootstrap from a fileset")
     bar.update(int(boot))
     from zprime_grad.validate.report import write_report
 

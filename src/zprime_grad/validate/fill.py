@@ -1,5 +1,5 @@
 """Fill the hard-cut histograms: from a fileset through coffea's ``Runner`` (any executor), or from
-ColumnChunks already skimmed (a skim directory, a `SkimResult`, resident chunks on Dask).
+ColumnChunks already skimmed (`zprime_grad.chunks`: in this process, or resident on Dask).
 
 Every path runs `hists.fill_chunk` on the same ColumnChunks, so they give the same histograms (the
 tests compare them). The fileset is checked on the driver first (files, branches, xsec, Σ genWeight),
@@ -12,7 +12,7 @@ import contextlib
 import functools
 import io
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Mapping
 
 from coffea import processor as coffea_processor
@@ -25,6 +25,19 @@ from zprime_grad.validate.hists import Binning, fill_chunk
 from zprime_grad.validate.processor import ValidationProcessor
 
 EXECUTORS = ("iterative", "futures", "dask")
+
+
+@dataclass(frozen=True)
+class FilesetInput:
+    """A fileset the validation reads itself (coffea's Runner or dask-awkward) instead of skimmed chunks;
+    a `stages.session.Session` builds it with the run's executor and client."""
+
+    fileset: object  # a coffea fileset dict or JSON path
+    executor: str  # iterative | futures | dask
+    client: object = None
+    workers: int = 2
+    chunksize: int | None = None
+    mode: str = "runner"  # runner | dask-awkward
 
 
 def prepare_fileset(fileset, analysis) -> dict:
@@ -69,35 +82,8 @@ def fill_with_runner(fileset, analysis, binning: Binning, thetas: Mapping[str, M
     return out
 
 
-def add_outputs(parts) -> dict:
-    """Σ of dicts of summable values (``{label: Hist}`` as coffea's accumulate adds them, or arrays)."""
-    total: dict = {}
-    for filled in parts:
-        total = filled if not total else {k: total[k] + filled[k] for k in total}
-    return total
-
-
-def reduce_columns(columns, per_chunk) -> dict:
-    """Σ ``per_chunk(chunk)`` (a dict of summable values) over skimmed chunks: a skim directory, a
-    `SkimResult`, a list of chunks, or `ResidentChunks` (computed on the workers that hold the chunks;
-    only the results come back)."""
-    if hasattr(columns, "futures") and hasattr(columns, "client"):  # resident on Dask
-        client = columns.client
-        parts = client.map(per_chunk, list(columns.futures), pure=False)
-        return client.submit(add_outputs, parts).result()
-    if isinstance(columns, (list, tuple)):
-        chunks = columns
-    elif hasattr(columns, "chunks") and not isinstance(columns, (str, Path)):
-        chunks = columns.chunks
-    else:
-        from zprime_grad.columns import ColumnChunk
-        from zprime_grad.optimise.sources import chunk_paths
-
-        chunks = (ColumnChunk.from_npz(p) for p in chunk_paths(columns))
-    return add_outputs(per_chunk(chunk) for chunk in chunks)
-
-
-def fill_from_columns(columns, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict:
-    """The same histograms from skimmed chunks (any source `reduce_columns` takes)."""
+def fill_from_columns(chunks, binning: Binning, thetas: Mapping[str, Mapping[str, float]]) -> dict:
+    """The same histograms from skimmed chunks (`zprime_grad.chunks`: filled where the chunks are; on
+    Dask only the histograms come back)."""
     thetas = {k: dict(v) for k, v in thetas.items()}
-    return reduce_columns(columns, functools.partial(fill_chunk, binning=binning, thetas=thetas))
+    return chunks.reduce(functools.partial(fill_chunk, binning=binning, thetas=thetas))

@@ -30,15 +30,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
+    from zprime_grad.stages.session import Session
     from zprime_grad.validate.driver import validate
 
-    from zprime_grad.cluster import remote
-
     config = load_config(args.config)
-    executor = args.executor or ("dask" if remote(config, args.scheduler) else None)
-    result = validate(config, params=args.params, out=args.out, columns=args.columns, fileset=args.fileset,
-                      executor=executor, workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize,
-                      mode=args.mode, plots=False if args.no_plots else None)
+    # a cluster only when asked for (--executor dask, --scheduler, cluster.kind): the session opens it
+    with Session(config, scheduler=args.scheduler, workers=args.workers,
+                 backend="dask" if args.executor == "dask" else "local") as session:
+        source = (session.load(args.columns) if args.columns else
+                  session.fileset(args.fileset, mode=args.mode, executor=args.executor, chunksize=args.chunksize))
+        result = validate(config, source, args.params, args.out, plots=False if args.no_plots else None)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731
     base, opt = result["baseline"], result["optimised"]
     measure = result.get("figure_of_merit") == "mu_uncertainty"

@@ -26,16 +26,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
-
-    from zprime_grad.cluster import remote
+    from zprime_grad.stages.session import Session
 
     config = load_config(args.config)
-    executor = args.executor or ("dask" if remote(config, args.scheduler) else None)
-    options = skim_options(config, executor=executor, workers=args.workers, scheduler=args.scheduler,
-                           chunksize=args.chunksize, skip_bad_files=args.skip_bad_files)
-    with warnings.catch_warnings():
+    executor = args.executor or config.skim.executor
+    with Session(config, scheduler=args.scheduler, workers=args.workers,
+                 backend="dask" if executor == "dask" else "local") as session, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea's per-chunk schema warnings; errors still raise
-        report, cached = skim_to_directory(config, args.fileset, args.out, options)
+        options = skim_options(config, executor=session.executor or executor, workers=args.workers,
+                               chunksize=args.chunksize, skip_bad_files=args.skip_bad_files)
+        # the workers write the columns: OUT must be on a filesystem they see (a run keeps them resident)
+        report, cached = skim_to_directory(config, args.fileset, args.out, options, client=session.client)
     print(f"zprime-grad skim: {'reused' if cached else 'wrote'} {args.out}/skim.json "
           f"({len(report['columns'])} chunks, executor {report['executor']})")
     for name, d in report["datasets"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from pathlib import Path
 
 from zprime_grad.cli import add_config_argument
 
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", help="train only this model (repeatable; default: all)")
     p.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
     p.add_argument("--retrain", action="store_true", help="train even if OUT holds a network of the same inputs")
     p.add_argument("--out", required=True, help="output directory: OUT/<model>.npz, OUT/train.json, OUT/plots/")
     p.set_defaults(func=run)
@@ -28,15 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from zprime_grad.config import load_config
     from zprime_grad.errors import UserError
     from zprime_grad.learn.train import train_models
+    from zprime_grad.stages.session import Session
 
     config = load_config(args.config)
     if not config.models:
         raise UserError(f"{config.source}: the config declares no models to train")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Session(config, scheduler=args.scheduler, workers=args.workers,
+                                            backend=args.backend) as session:
         warnings.simplefilter("ignore")
-        paths = train_models(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=args.backend,
-                             workers=args.workers, names=args.model, reuse=not args.retrain)
-    summaries = json.loads((__import__("pathlib").Path(args.out) / "train.json").read_text())["models"]
+        chunks = session.load(args.columns) if args.columns else session.skim(args.fileset)
+        paths = train_models(config, chunks, args.out, names=args.model, reuse=not args.retrain)
+    summaries = json.loads((Path(args.out) / "train.json").read_text())["models"]
     for name, path in paths.items():
         s = summaries[name]
         print(f"zprime-grad train: {name}: {s['n_params']} parameters, {s['epochs_run']} epochs (best {s['best_epoch']}), "

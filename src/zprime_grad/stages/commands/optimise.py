@@ -32,23 +32,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zprime_grad.config import load_config
-    from zprime_grad.optimise.driver import optimise
+    from zprime_grad.config import load_config, override
+    from zprime_grad.optimise.driver import Start, optimise
+    from zprime_grad.stages.session import Session
 
-    from zprime_grad.cluster import remote
-
-    config = load_config(args.config)
-    backend = args.backend or ("dask" if remote(config, args.scheduler) else None)
+    config = override(load_config(args.config), optimise={"epochs": args.epochs, "gradient": args.gradient})
     on_epoch = None
     if args.kill_after_epoch is not None:
         def on_epoch(state):
             if state.epoch - 1 >= args.kill_after_epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Session(config, scheduler=args.scheduler, workers=args.workers,
+                                            backend=args.backend) as session:
         warnings.simplefilter("ignore")  # coffea schema warnings when skimming from a fileset
-        result = optimise(config, out=args.out, columns=args.columns, fileset=args.fileset, backend=backend,
-                          workers=args.workers, scheduler=args.scheduler, epochs=args.epochs, resume=args.resume,
-                          gradient=args.gradient, on_epoch=on_epoch, networks=_networks(args.network))
+        chunks = session.load(args.columns) if args.columns else session.skim(args.fileset)
+        result = optimise(config, chunks, args.out, start=Start(networks=_networks(args.network)),
+                          resume=args.resume, on_epoch=on_epoch)
     print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "
           f"train {result['z_train_final']:.4f}, validation {result['z_valid_final']:.4f} -> {args.out}/params.json")
     for p in result["parameters"]:

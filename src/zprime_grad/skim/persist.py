@@ -1,0 +1,84 @@
+"""A cluster skim persisted through fsspec (``skim.persist``: ``file://``, ``s3://``, ``root://``, a facility's
+XCache …), so that a later run with the same config and inputs reads it instead of skimming again.
+
+The layout is a skim directory's (`zprime_grad.skim.store`): ``URL/columns/<dataset>/<file>_<range>.npz``
+and ``URL/skim.json``, the completion marker, written last and checked (same cache key, every listed
+chunk present) before anything is reused. Every read and write runs **on a worker**: the driver needs no
+access to the URL, only the workers do (a facility's storage is often mounted on the workers alone). A
+chunk read from the URL keeps its lineage (a lost worker's chunk is read again).
+"""
+
+from __future__ import annotations
+
+import json
+
+from zprime_grad.columns import ColumnChunk
+from zprime_grad.skim.store import COLUMNS, REPORT, chunk_filename
+
+
+def join(base: str, relative: str) -> str:
+    return f"{base.rstrip('/')}/{relative}"
+
+
+def write_chunk(chunk: ColumnChunk, base: str) -> dict:
+    """Runs on a worker: one chunk to ``base/columns/...`` (the marker, written later, makes it count)."""
+    import fsspec
+
+    rel = f"{COLUMNS}/{chunk_filename(chunk)}"
+    data = chunk.to_npz_bytes()
+    fs, path = fsspec.core.url_to_fs(join(base, rel))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+    return {"path": rel, "bytes": len(data), "n_events": chunk.n_events, "length": chunk.length}
+
+
+def load_chunk(url: str) -> ColumnChunk:
+    """Runs on a worker: one persisted chunk."""
+    import io
+
+    import fsspec
+
+    with fsspec.open(url, "rb") as f:
+        return ColumnChunk.from_npz(io.BytesIO(f.read()))
+
+
+def write_report(base: str, report: dict) -> str:
+    """Runs on a worker: ``base/skim.json``, the completion marker (tmp + move where the store has it)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(join(base, REPORT))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.tmp"
+    with fs.open(tmp, "w") as f:
+        f.write(json.dumps(report, indent=1, sort_keys=True))
+    fs.mv(tmp, path)
+    return join(base, REPORT)
+
+
+def remove_report(base: str) -> None:
+    """Runs on a worker: before new columns are written, the old marker goes (nothing half-new looks done)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(join(base, REPORT))
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def cached_report(base: str, cache_key: str) -> dict | None:
+    """Runs on a worker: the persisted report if it is complete and of the same config and inputs."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(join(base, REPORT))
+    try:
+        with fs.open(path, "r") as f:
+            report = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if report.get("cache_key") != cache_key or not report.get("columns"):
+        return None
+    root = path.rsplit("/", 1)[0]
+    present = set(fs.find(f"{root}/{COLUMNS}"))  # one listing, not one request per chunk
+    if not all(f"{root}/{c['path']}" in present for c in report["columns"]):
+        return None
+    return report
