@@ -18,7 +18,7 @@ from zprime_grad.optimise import contribution, loop
 from zprime_grad.chunks import LocalChunks
 from zprime_grad.config import override
 from zprime_grad.optimise.driver import Evaluator, build_problem, optimise
-from zprime_grad.optimise.model import build_spec
+from zprime_grad.model import build_spec
 from zprime_grad.optimise.reference import hold_everything, reference_evaluation
 from zprime_grad.stats import Model
 

@@ -122,7 +122,7 @@ def test_expected_mu_uncertainty_is_the_asimov_hessian():
 
 def test_one_sided_variations_are_symmetrised_in_both_models():
     from zprime_grad.optimise.layout import Layout, systematic_pairs
-    from zprime_grad.optimise.model import ModelSettings, histograms_to_templates
+    from zprime_grad.model import ModelSettings, histograms_to_templates
     from zprime_grad.validate.workspace import cabinetry_config
 
     assert systematic_pairs(["jes_up", "jes_down", "pt_scale_up", "ME_var"]) == {

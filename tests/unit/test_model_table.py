@@ -15,7 +15,7 @@ from zprime_grad.errors import UserError
 from zprime_grad.model_table import (Modifier, ModelSettings, ModelShape, histogram_templates, modifier_table,
                                      pyhf_spec, systematic_pairs)
 from zprime_grad.optimise.layout import Layout
-from zprime_grad.optimise.model import build_spec, histograms_to_templates, model_shape
+from zprime_grad.model import build_spec, histograms_to_templates, model_shape
 from zprime_grad.selection import Channel
 from zprime_grad.validate.workspace import cabinetry_config
 

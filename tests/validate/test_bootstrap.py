@@ -8,7 +8,7 @@ import pytest
 
 from tests.validate.test_validate import chunks, skim_dir  # noqa: F401  (module fixtures: the small skim)
 from zprime_grad.chunks import LocalChunks
-from zprime_grad.optimise.model import ModelSettings
+from zprime_grad.model import ModelSettings
 from zprime_grad.validate.bootstrap import (Analysis, event_counts, replica_histograms, replica_significances,
                                             summarise)
 from zprime_grad.validate.compare import hard_H, hard_layout, optimiser_model_spec, without_variations_of_empty

@@ -1,11 +1,11 @@
 """Distributed gradient-based cut optimisation: exact per-chunk gradient reduction, optax updates.
 
-Modules, one idea each: ``layout`` (the static shape of what the cluster computes), ``model`` (the
-pyhf statistical model of the analysis, filled from reduced histograms), ``contribution`` (the pure-JAX
-per-chunk kernel and its worker entry points), ``objective`` (f(H), ∂f/∂H on the driver),
-``loop`` (optimiser, schedules, NaN guard, early stopping), ``checkpoint``, ``reference`` (the
+Modules, one idea each: ``layout`` (the static shape of what the cluster computes), ``contribution``
+(the pure-JAX per-chunk kernel and its worker entry points), ``loop`` (optimiser, schedules, NaN guard, early stopping), ``checkpoint``, ``reference`` (the
 single-process "hold everything" gradient), ``driver`` (the run on a chunk source of
-`zprime_grad.chunks`, and its outputs).
+`zprime_grad.chunks`, and its outputs). The statistical model and the objective f(H) it differentiates
+are the package's (`zprime_grad.model_table`, `zprime_grad.model`, `zprime_grad.objective`), shared with
+the validation.
 """
 
 from zprime_grad.optimise.contribution import Relaxation

@@ -29,8 +29,8 @@ from zprime_grad.optimise.contribution import Relaxation, forward_part, primal_p
 from zprime_grad.optimise.layout import Layout, make_layout, parameter_table, parameter_units
 from zprime_grad.optimise.loop import (Evaluation, LoopSettings, LoopState, init_state, make_optimiser,
                                        relaxation_schedule, run)
-from zprime_grad.optimise.model import ModelSettings, build_spec
-from zprime_grad.optimise.objective import Objective, chain_rule
+from zprime_grad.model import ModelSettings, build_spec
+from zprime_grad.objective import Objective, chain_rule
 from zprime_grad.soft import kde_window
 
 log = logging.getLogger(__name__)

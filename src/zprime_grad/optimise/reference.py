@@ -20,8 +20,8 @@ import numpy as np
 
 from zprime_grad.optimise.contribution import Relaxation, histograms, kernel_inputs
 from zprime_grad.optimise.layout import Layout
-from zprime_grad.optimise.model import histograms_to_templates
-from zprime_grad.optimise.objective import objective_value
+from zprime_grad.model import histograms_to_templates
+from zprime_grad.objective import objective_value
 from zprime_grad.stats import Model
 
 

@@ -83,7 +83,7 @@ def replica_histograms(chunks, analyses: Mapping[str, Analysis], layouts: Mappin
 
 def replica_significances(H: np.ndarray, layout: ModelShape, settings: ModelSettings) -> np.ndarray:
     """Z₀ (expected discovery, Asimov) of each replica in the optimiser's likelihood."""
-    from zprime_grad.optimise.objective import Objective
+    from zprime_grad.objective import Objective
 
     H = without_variations_of_empty(H)  # replica by replica, as every hard-cut model
     objective = Objective("discovery", layout, settings, H[0])

@@ -1,4 +1,5 @@
-"""The driver's half of the gradient: the objective as a function of the reduced histograms ``H``.
+"""The figure of merit as a function of the reduced histograms ``H``: the optimiser's driver half of the
+gradient, and the validation's bootstrap Z₀ (``layout``: the optimiser's `Layout` or any `ModelShape`).
 
 The likelihood is non-linear in the *total* histograms, so per-chunk objective gradients do not add up;
 per-chunk histograms and their Jacobians do. The driver evaluates ``f(H)`` and ``∂f/∂H`` (the stats
@@ -23,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zprime_grad.errors import UserError
-from zprime_grad.optimise.layout import Layout
-from zprime_grad.optimise.model import ModelSettings, histograms_to_templates, make_model
+from zprime_grad.model import ModelSettings, histograms_to_templates, make_model
 from zprime_grad.stats import Model
 from zprime_grad.stats import infer
 from zprime_grad.stats import likelihood as lh
@@ -42,7 +42,7 @@ def _mu_uncertainty(model: Model, templates) -> jax.Array:
     return jnp.sqrt(jnp.linalg.inv(hess)[poi, poi])
 
 
-def objective_value(H: jax.Array, kind: str, model: Model, layout: Layout, settings: ModelSettings) -> jax.Array:
+def objective_value(H: jax.Array, kind: str, model: Model, layout, settings: ModelSettings) -> jax.Array:
     """``f(H)``, the scalar to maximise, pure JAX."""
     templates = histograms_to_templates(H, layout, settings)
     if kind == "discovery":
@@ -67,7 +67,7 @@ def _value_and_grad(H, kind, structure, options, layout, settings):
 class Objective:
     """``f(H)`` and ``∂f/∂H`` on the driver (one jitted function serves training and validation)."""
 
-    def __init__(self, kind: str, layout: Layout, settings: ModelSettings, H_start: np.ndarray):
+    def __init__(self, kind: str, layout, settings: ModelSettings, H_start: np.ndarray):
         if kind not in OBJECTIVES:
             raise UserError(f"optimise.objective: '{kind}' is not one of {', '.join(OBJECTIVES)}")
         self.kind, self.layout, self.settings = kind, layout, settings

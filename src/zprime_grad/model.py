@@ -1,4 +1,5 @@
-"""The optimiser's statistical model: `zprime_grad.model_table` read through the kernel's `Layout`.
+"""The statistical model of `zprime_grad.model_table` bound to `zprime_grad.stats`, for histograms shaped
+by the optimiser's `Layout` or by any `ModelShape`.
 
 The modifiers, their data rules and the background floor are the table's (`zprime_grad.model_table`,
 written once for the optimiser and validation alike); this module only maps a `Layout` onto the
