@@ -139,10 +139,52 @@ class LocalChunks(_Closing):
 
 
 # ------------------------------------------------------------------------------------ batched tasks
+def _span_sum(parts: list, fan_in: int) -> dict:
+    """The fixed tree over the leaves of one span (``fan_in**depth`` consecutive chunks starting at a
+    multiple of it): its nodes are exactly the global tree's, so the span's sum is the global tree's node
+    at level ``depth - 1``. A lone leaf still gets its level-0 ``sum_parts`` (a float copy), as in the tree."""
+    if len(parts) == 1:
+        return sum_parts(parts[0])
+    for level in tree_groups(len(parts), fan_in):
+        parts = [sum_parts(*(parts[i] for i in g)) for g in level]
+    return parts[0]
+
+
+def map_span(func: Callable, kwargs: dict, fan_in: int, *chunks) -> dict:
+    """Runs on a worker holding every chunk of a span: ``func`` on each, summed by the span's tree."""
+    return _span_sum([func(c, **kwargs) for c in chunks], fan_in)
+
+
+def map_chunks(func: Callable, kwargs: dict, *chunks) -> list[dict]:
+    """Runs on a worker: ``func`` on the chunks of a span that this worker holds (in order), unsummed."""
+    return [func(c, **kwargs) for c in chunks]
+
+
+def merge_span(fan_in: int, positions: list[list[int]], *pieces: list[dict]) -> dict:
+    """The leaf parts of one span from the workers that hold its chunks, put back in chunk order and
+    summed by the span's tree."""
+    parts: list = [None] * sum(len(p) for p in positions)
+    for where, piece in zip(positions, pieces):
+        for i, part in zip(where, piece):
+            parts[i] = part
+    return _span_sum(parts, fan_in)
+
+
 class DaskChunks(_Closing):
-    """Chunk futures resident on Dask workers; map and reduce there."""
+    """Chunk futures resident on Dask workers; map and reduce there.
+
+    ``map_reduce`` batches the chunks (``batch_levels``): the chunks of each span of ``fan_in**batch_levels``
+    consecutive chunks that one worker holds are mapped by one task, next to them (the scheduler's
+    ``who_has``); a span on one worker is also summed there, a span split over workers is summed by one
+    more task that puts the leaf parts back in chunk order. The spans' sums are the fixed tree's nodes
+    at level ``batch_levels - 1``; the levels above are ``sum_parts`` tasks. So the scheduler sees about
+    ``chunks / fan_in**batch_levels`` tasks per worker and round instead of one per chunk, and the sum
+    is the same bits as `LocalChunks`. ``batch_levels = 0``: one task per chunk. A lost chunk is
+    recomputed from its lineage and every task retries (``retries``).
+    """
 
     name = "dask"
+    batch_levels = 2  # benchmarks/chunks.py compares 0 (a task per chunk), 1, 2, 3
 
     def __init__(self, client, futures: Sequence, *, fan_in: int = 8, retries: int = 3, owns_futures: bool = True):
         self.client = client
@@ -151,7 +193,17 @@ class DaskChunks(_Closing):
         self.retries = retries
         self.bytes_received = 0
         self.all = list(futures)
-        described = client.gather(client.map(chunk_description, self.all, pure=False))
+        from distributed import wait
+
+        with client.as_current():  # this client, not the process's default one (a gateway's is not)
+            wait(self.all)  # then who_has knows where they are: one description task per worker, next to its chunks
+        described: list = [None] * len(self.all)
+        groups = [ids for span in self._groups(self.all, max(len(self.all), 1)) for ids in span]
+        pieces = [client.submit(map_chunks, chunk_description, {}, *(self.all[i] for i in ids), pure=False)
+                  for ids in groups]
+        for ids, piece in zip(groups, client.gather(pieces)):
+            for i, d in zip(ids, piece):
+                described[i] = d
         mc = [i for i, d in enumerate(described) if not d["is_data"]]
         self.futures = [self.all[i] for i in mc]
         self._descriptions = [described[i] for i in mc]
@@ -168,14 +220,47 @@ class DaskChunks(_Closing):
         return list(self._descriptions)
 
     def map_reduce(self, func: Callable, **kwargs) -> dict:
-        client = self.client
-        parts = client.map(func, self.futures, pure=False, retries=self.retries, **kwargs)
-        for level in tree_groups(len(parts), self.fan_in):
+        client, levels = self.client, tree_groups(len(self.futures), self.fan_in)
+        depth = min(self.batch_levels, len(levels))
+        if depth:
+            parts = self._map_spans(func, kwargs, self.fan_in ** depth)
+        else:
+            parts = client.map(func, self.futures, pure=False, retries=self.retries, **kwargs)
+        for level in levels[depth:]:
             parts = [client.submit(sum_parts, *(parts[i] for i in g), pure=False, retries=self.retries)
                      for g in level]
         result = parts[0].result()
         self.bytes_received += payload_bytes(result)
         return result
+
+    def _groups(self, futures: list, span: int) -> list[list[list[int]]]:
+        """For each span of ``span`` consecutive ``futures``: their indices grouped by the worker that
+        holds them now (the scheduler's ``who_has``; it only groups the tasks, where they run is the
+        scheduler's choice). A chunk in no worker's memory (lost, being recomputed) is a group of its
+        own, so no task pulls several recomputed chunks onto one worker."""
+        who = self.client.who_has(futures)
+        holders = [min(who.get(f.key) or [None], key=str) for f in futures]
+        spans = []
+        for start in range(0, len(futures), span):
+            by_holder: dict = {}
+            for i in range(start, min(start + span, len(futures))):
+                by_holder.setdefault(holders[i] or i, []).append(i)
+            spans.append(list(by_holder.values()))
+        return spans
+
+    def _map_spans(self, func: Callable, kwargs: dict, span: int) -> list:
+        """One future per span: the span's sum by the fixed tree (see the class docstring)."""
+        client, futures, out = self.client, self.futures, []
+        for start, groups in zip(range(0, len(futures), span), self._groups(futures, span)):
+            if len(groups) == 1:
+                out.append(client.submit(map_span, func, kwargs, self.fan_in, *futures[start:start + span],
+                                         pure=False, retries=self.retries))
+                continue
+            pieces = [client.submit(map_chunks, func, kwargs, *(futures[i] for i in ids), pure=False,
+                                    retries=self.retries) for ids in groups]
+            positions = [[i - start for i in ids] for ids in groups]
+            out.append(client.submit(merge_span, self.fan_in, positions, *pieces, pure=False, retries=self.retries))
+        return out
 
     def reduce(self, per_chunk: Callable[[ColumnChunk], dict]) -> dict:
         client = self.client

@@ -9,7 +9,9 @@ logged, never a certificate path, key or password.
 
 On connect the workers must run the driver's versions of the packages that decide results and
 pickles (zprime_grad, jax, jaxlib, coffea, dask, distributed, awkward, numpy, Python): a stale
-facility image otherwise fails deep inside a task, or silently computes something else.
+facility image otherwise fails deep inside a task, or silently computes something else. Workers that
+join later (adaptive scaling, a gateway scale-up) are checked as they register, before they get a
+task; one that differs is refused and closed, and the driver logs why (`watch_versions`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,65 @@ def check_versions(client) -> dict[str, dict[str, str]]:
     return replies
 
 
+VERSION_TOPIC = "zprime_grad-version-check"  # the scheduler's event topic of refused workers
+
+
+def version_check_plugin(expected: dict[str, str]):
+    """A distributed ``WorkerPlugin`` checking every worker that registers from now on (adaptive
+    scaling, a gateway scale-up, a ``dask worker`` started by hand) against ``expected`` (the driver's
+    `worker_versions`). Its ``setup`` runs when the worker registers, before the worker handles any
+    message from the scheduler; a worker that differs is paused at once (it starts no task and the
+    scheduler sends it none), logs the reason naming each package and both versions, sends it to
+    the driver (event topic ``VERSION_TOPIC``) and closes, with its nanny (not restarted).
+
+    The class is defined here, so it travels by value (cloudpickle): a worker without zprime_grad
+    can unpickle it and is refused the same way."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class VersionCheck(WorkerPlugin):
+        name = VERSION_TOPIC
+
+        def __init__(self, expected: dict[str, str], fix: str, topic: str):
+            self.expected, self.fix, self.topic = dict(expected), fix, topic
+
+        def setup(self, worker) -> None:
+            import asyncio
+            import logging
+
+            from distributed.core import Status
+
+            label = {worker.address: str(worker.name)}
+            try:
+                from zprime_grad.cluster import version_mismatches, worker_versions
+
+                problems = version_mismatches(self.expected, {worker.address: worker_versions()}, label)
+            except Exception as err:  # zprime_grad missing or broken on this worker
+                problems = [f"worker {label[worker.address]} ({worker.address}) cannot run zprime_grad "
+                            f"({type(err).__name__}: {err})"]
+            if not problems:
+                return
+            reason = (f"zprime_grad refuses this worker: it does not run the driver's package versions: "
+                      f"{'; '.join(problems)}. Fix: {self.fix}")
+            logging.getLogger("zprime_grad.cluster").error(reason)
+            worker.log_event(self.topic, {"worker": worker.address, "name": str(worker.name),
+                                          "problems": problems, "message": reason})
+            worker.status = Status.closing_gracefully  # paused: no task starts here, the scheduler sends none
+            asyncio.get_running_loop().create_task(worker.close(reason=reason, nanny=True))
+
+    return VersionCheck(expected, FIX, VERSION_TOPIC)
+
+
+def watch_versions(client) -> None:
+    """Every worker that joins from now on is version-checked before it gets a task (see
+    `version_check_plugin`); a refused one is logged here, on the driver, as a warning."""
+    def refused(event) -> None:
+        _, msg = event
+        log.warning("cluster: %s", msg.get("message", msg) if isinstance(msg, dict) else msg)
+
+    client.register_plugin(version_check_plugin(worker_versions()))
+    client.subscribe_topic(VERSION_TOPIC, refused)
+
+
 # ----------------------------------------------------------------------------------------- clusters
 class Owned:
     """What this process started and must stop: a LocalCluster, a gateway cluster, or nothing."""
@@ -202,7 +263,7 @@ def open_cluster(settings: ClusterConfig):
         elif settings.kind == "gateway" and settings.gateway.adapt is None:
             wanted = settings.gateway.workers or settings.workers
         elif settings.kind == "gateway":
-            wanted = settings.gateway.adapt.minimum  # 0: workers come with work, unchecked
+            wanted = settings.gateway.adapt.minimum  # 0: workers come with work (checked as they join)
         try:
             client.wait_for_workers(wanted, timeout=settings.wait_workers_s)
         except TimeoutError:
@@ -210,6 +271,8 @@ def open_cluster(settings: ClusterConfig):
                             f"cluster.wait_workers_s = {settings.wait_workers_s:g} s") from None
         if settings.check_versions and wanted:
             check_versions(client)
+        if settings.check_versions:
+            watch_versions(client)  # the workers that join later (adapt, gateway scale-up)
     except BaseException:
         client.close()
         owned.close()

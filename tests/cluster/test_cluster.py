@@ -80,3 +80,54 @@ def test_local_cluster_connects_checks_versions_and_stops(caplog):
         assert client.submit(sum, [1, 2]).result() == 3
     assert client.status == "closed" and cluster.status.name == "closed"
     assert "LocalCluster (1 workers, 127.0.0.1)" in caplog.text
+
+
+def test_a_worker_joining_later_with_other_versions_is_refused_before_it_gets_a_task(tmp_path, caplog):
+    """A real LocalCluster (2 workers) checked at connect; then a third worker joins as a scale-up
+    would (``dask worker`` with its nanny, pointed at the scheduler), its coffea reporting 0.0.1 (a
+    fake dist-info first on its PYTHONPATH). It is refused when it registers: no task of a stream
+    submitted meanwhile runs there, the worker and its nanny exit (not restarted), its log and the
+    driver's name the package and both versions."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from zprime_grad.cluster import VERSION_TOPIC
+
+    site = tmp_path / "stale-site" / "coffea-0.0.1.dist-info"
+    site.mkdir(parents=True)
+    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: coffea\nVersion: 0.0.1\n")
+    want = f"coffea 0.0.1 (driver: {worker_versions()['coffea']})"
+
+    def where(i):
+        from distributed import get_worker
+
+        time.sleep(0.02)
+        return get_worker().name
+
+    settings = resolve(config_with(), workers=2)
+    with caplog.at_level("WARNING", logger="zprime_grad.cluster"), connect(settings) as (client, _):
+        stale = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", client.scheduler.address, "--name", "stale",
+             "--nthreads", "1", "--no-dashboard"], env={**os.environ, "PYTHONPATH": str(site.parent)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            futures, deadline = [], time.monotonic() + 25
+            while not client.get_events(VERSION_TOPIC) and time.monotonic() < deadline:
+                if sum(not f.done() for f in futures) < 20:  # a backlog: a joining worker would get some
+                    futures += client.map(where, range(len(futures), len(futures) + 20), pure=False)
+                time.sleep(0.05)
+            futures += client.map(where, range(len(futures), len(futures) + 20), pure=False)
+            events = client.get_events(VERSION_TOPIC)
+            assert events, "the stale worker never registered"
+            assert set(client.gather(futures)) == {0, 1}  # every task ran on the checked workers
+            log = stale.communicate(timeout=20)[1]
+        finally:
+            stale.kill()
+        assert stale.returncode is not None
+        refused = events[0][1]
+        assert refused["name"] == "stale" and list(refused["problems"]) == [f"worker stale ({refused['worker']}): {want}"]
+        assert "stale" not in {w["name"] for w in client.scheduler_info()["workers"].values()}
+    assert "zprime_grad refuses this worker" in log and want in log
+    assert any(want in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)  # on the driver
