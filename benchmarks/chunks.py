@@ -34,13 +34,7 @@ below ``--max-load``, or after ``--settle-s``; the load during a row is mostly t
 Writes ``benchmarks/results/chunks.json``. Without ``--columns`` it generates and skims the small test
 dataset into ``--workdir`` first (a minute, reused when there).
 
-Results on the 2-core machine (results/chunks.json; 256 events per chunk, fan_in 8, interleaved):
-
-    chunks  batch_levels=0 (task per chunk)       batch_levels=2 (chosen)
-            epoch  compute overhead  tasks          epoch  compute overhead  tasks
-    (filled in from the run below)
-
-Design chosen from these numbers: see ``decision`` in results/chunks.json.
+The measured rows are in ``results/chunks.json``, with the design chosen from them (``decision``).
 """
 
 from __future__ import annotations
@@ -61,6 +55,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+from tests.optimise.test_reduction import Counting  # noqa: E402  (the client, counting its tasks)
 
 TEMPLATE_EVENTS = 4096  # per process and worker: chunks are cut from it at different offsets
 
@@ -75,24 +71,6 @@ def settle(max_load: float, timeout_s: float) -> list[float]:
     while os.getloadavg()[0] > max_load and time.monotonic() < end:
         time.sleep(5)
     return load()
-
-
-class Counting:
-    """The client, counting the tasks submitted through it."""
-
-    def __init__(self, client):
-        self.client, self.tasks = client, 0
-
-    def __getattr__(self, name):
-        return getattr(self.client, name)
-
-    def submit(self, *args, **kwargs):
-        self.tasks += 1
-        return self.client.submit(*args, **kwargs)
-
-    def map(self, func, *iterables, **kwargs):
-        self.tasks += len(iterables[0])
-        return self.client.map(func, *iterables, **kwargs)
 
 
 def plan(descriptions: list[dict], n_chunks: int, chunk_events: int) -> list[tuple[str, float]]:
