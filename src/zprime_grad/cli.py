@@ -64,6 +64,16 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", default=None, help="YAML config (default: configs/zprime.yaml)")
 
 
+def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a stage's chunks come from, and the run's cluster (`zprime_grad.stages.session.Session`)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
+    source.add_argument("--fileset", help="a coffea fileset JSON: skim it first (on a cluster the chunks stay on the workers)")
+    parser.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
+    parser.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
+
+
 def _actionable(err: Exception) -> bool:
     """A UserError, a missing file, or a bad config (only a command that loaded the config, with its
     pydantic models, can raise ConfigError: commands that need no config never import it)."""

@@ -103,6 +103,10 @@ class Session:
         log.info("skim -> %s%s", out, " (reused)" if reused else "")
         return self.load(out)
 
+    def chunks(self, *, columns=None, fileset=None) -> LocalChunks | DaskChunks:
+        """A subcommand's chunks: a finished skim directory (``--columns``) or a fresh in-memory skim."""
+        return self.load(columns) if columns is not None else self.skim(fileset)
+
     def load(self, skim_dir) -> LocalChunks | DaskChunks:
         """The chunks of a finished skim directory (``--columns``): read here, or by the workers."""
         from zprime_grad.chunks import DaskChunks, LocalChunks

@@ -7,19 +7,14 @@ import os
 import signal
 import warnings
 
-from zprime_grad.cli import add_config_argument
+from zprime_grad.cli import add_chunk_arguments, add_config_argument
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("optimise", help="optimise the cuts (exact distributed gradients)",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
-    source.add_argument("--fileset", help="a coffea fileset JSON: skim it first (columns stay on the workers on dask)")
-    p.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
+    add_chunk_arguments(p)
     p.add_argument("--epochs", type=int, default=None, help="default: optimise.epochs")
     p.add_argument("--gradient", choices=("auto", "forward", "reverse"), default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pkl")
@@ -45,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(), Session(config, scheduler=args.scheduler, workers=args.workers,
                                             backend=args.backend) as session:
         warnings.simplefilter("ignore")  # coffea schema warnings when skimming from a fileset
-        chunks = session.load(args.columns) if args.columns else session.skim(args.fileset)
+        chunks = session.chunks(columns=args.columns, fileset=args.fileset)
         result = optimise(config, chunks, args.out, start=Start(networks=_networks(args.network)),
                           resume=args.resume, on_epoch=on_epoch)
     print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "

@@ -7,20 +7,15 @@ import json
 import warnings
 from pathlib import Path
 
-from zprime_grad.cli import add_config_argument
+from zprime_grad.cli import add_chunk_arguments, add_config_argument
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="pre-train the learned observables (models:) on the skimmed columns",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
-    source.add_argument("--fileset", help="a coffea fileset JSON: skim it first")
+    add_chunk_arguments(p)
     p.add_argument("--model", action="append", help="train only this model (repeatable; default: all)")
-    p.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
     p.add_argument("--retrain", action="store_true", help="train even if OUT holds a network of the same inputs")
     p.add_argument("--out", required=True, help="output directory: OUT/<model>.npz, OUT/train.json, OUT/plots/")
     p.set_defaults(func=run)
@@ -38,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(), Session(config, scheduler=args.scheduler, workers=args.workers,
                                             backend=args.backend) as session:
         warnings.simplefilter("ignore")
-        chunks = session.load(args.columns) if args.columns else session.skim(args.fileset)
+        chunks = session.chunks(columns=args.columns, fileset=args.fileset)
         paths = train_models(config, chunks, args.out, names=args.model, reuse=not args.retrain)
     summaries = json.loads((Path(args.out) / "train.json").read_text())["models"]
     for name, path in paths.items():
