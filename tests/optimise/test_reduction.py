@@ -48,7 +48,7 @@ def placed(client, chunks, how: str) -> list:
     for w, address in enumerate(workers):
         mine = [i for i, k in enumerate(where) if k == w]
         if mine:
-            for i, f in zip(mine, client.scatter([chunks[i] for i in mine], workers=[address])):
+            for i, f in zip(mine, client.scatter([chunks[i] for i in mine], workers=[address], hash=False)):
                 futures[i] = f
     return futures
 
