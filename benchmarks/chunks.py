@@ -135,7 +135,8 @@ def kernel_seconds(keys_by_worker, layout, theta, relax, dask_worker=None) -> tu
     """Runs in each worker process (client.run): ``forward_part`` over the chunks it holds, no tasks."""
     from zprime_grad.optimise.contribution import forward_part
 
-    chunks = [dask_worker.data[k] for k in keys_by_worker.get(dask_worker.address, [])]
+    data = dask_worker.data  # a copy dropped since who_has (the active memory manager): skipped
+    chunks = [data[k] for k in keys_by_worker.get(dask_worker.address, []) if k in data]
     tic = time.perf_counter()
     for c in chunks:
         forward_part(c, layout, theta, relax)
