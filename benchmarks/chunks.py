@@ -59,6 +59,17 @@ sys.path.insert(0, str(REPO))
 from tests.optimise.test_reduction import Counting  # noqa: E402  (the client, counting its tasks)
 
 TEMPLATE_EVENTS = 4096  # per process and worker: chunks are cut from it at different offsets
+DECISION = (
+    "DaskChunks.batch_levels = 2: one task per worker per span of fan_in**2 = 64 consecutive chunks (a span "
+    "split over workers: plus one merge task), the fixed tree above. Against a task per chunk (0) it sends "
+    "~20x fewer tasks and removes most of the overhead at every chunk count; spans of fan_in**3 = 512 (3) "
+    "send fewer tasks again, but their overhead is not lower beyond the run-to-run noise (see exploratory), "
+    "and each task is 8x bigger: a merge holds 512 leaf parts, work stealing moves 256 chunks at once. The "
+    "rest grows with the chunks: with chunks interleaved over the workers every span is split, so about "
+    "half the leaf parts (layout-sized) cross to the span's merge each epoch, and the workers' event loops "
+    "share their core with the kernel. The tree's fan-in is no knob here (it changes the bits; its sum "
+    "tasks are 1/7 of the per-chunk tasks) and one graph instead of client.submit per task would save at "
+    "most the submission: ~0.1 s of a 2000-chunk epoch (who_has ~20 ms, ~100 submits 40-70 ms).")
 
 
 def load() -> list[float]:
@@ -265,7 +276,8 @@ def main() -> int:
                           "memory_gb": psutil.virtual_memory().total / 1e9, "load_average_at_end": load()},
               "command": ".venv/bin/python benchmarks/chunks.py " + " ".join(sys.argv[1:]),
               "workers": 2, "overhead": "median over the repeats of epoch - compute (module docstring)",
-              "library_batch_levels": DaskChunks.batch_levels, "table": table(rows).splitlines(),
+              "library_batch_levels": DaskChunks.batch_levels, "decision": DECISION,
+              "table": table(rows).splitlines(),
               "overhead_at_2000_chunks_s": {k: at[2000, k]["overhead_s"] for k in args.batch_levels
                                             if (2000, k) in at},
               "rows": rows}
