@@ -57,6 +57,13 @@ def tree_groups(n: int, fan_in: int) -> list[list[range]]:
     return levels
 
 
+def tree_sum(parts: list[dict], fan_in: int) -> dict:
+    """``parts`` summed by the fixed tree, level by level (one part: itself)."""
+    for level in tree_groups(len(parts), fan_in):
+        parts = [sum_parts(*(parts[i] for i in g)) for g in level]
+    return parts[0]
+
+
 def add_outputs(*parts: dict) -> dict:
     """Σ of dicts of summable values (``{label: Hist}`` as coffea's accumulate adds them, or arrays)."""
     total: dict = {}
@@ -126,10 +133,7 @@ class LocalChunks(_Closing):
         return [chunk_description(c) for c in self.chunks]
 
     def map_reduce(self, func: Callable, **kwargs) -> dict:
-        parts = [func(c, **kwargs) for c in self.chunks]
-        for level in tree_groups(len(parts), self.fan_in):
-            parts = [sum_parts(*(parts[i] for i in g)) for g in level]
-        return parts[0]
+        return tree_sum([func(c, **kwargs) for c in self.chunks], self.fan_in)
 
     def reduce(self, per_chunk: Callable[[ColumnChunk], dict]) -> dict:
         return add_outputs(*(per_chunk(c) for c in self.all))
@@ -143,11 +147,7 @@ def _span_sum(parts: list, fan_in: int) -> dict:
     """The fixed tree over the leaves of one span (``fan_in**depth`` consecutive chunks starting at a
     multiple of it): its nodes are exactly the global tree's, so the span's sum is the global tree's node
     at level ``depth - 1``. A lone leaf still gets its level-0 ``sum_parts`` (a float copy), as in the tree."""
-    if len(parts) == 1:
-        return sum_parts(parts[0])
-    for level in tree_groups(len(parts), fan_in):
-        parts = [sum_parts(*(parts[i] for i in g)) for g in level]
-    return parts[0]
+    return sum_parts(parts[0]) if len(parts) == 1 else tree_sum(parts, fan_in)
 
 
 def map_span(func: Callable, kwargs: dict, fan_in: int, *chunks) -> dict:

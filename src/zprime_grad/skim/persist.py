@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from zprime_grad.columns import ColumnChunk
-from zprime_grad.skim.store import COLUMNS, REPORT, chunk_filename
+from zprime_grad.skim.store import COLUMNS, REPORT, chunk_entry, chunk_path
 
 
 def join(base: str, relative: str) -> str:
@@ -24,13 +24,12 @@ def write_chunk(chunk: ColumnChunk, base: str) -> dict:
     """Runs on a worker: one chunk to ``base/columns/...`` (the marker, written later, makes it count)."""
     import fsspec
 
-    rel = f"{COLUMNS}/{chunk_filename(chunk)}"
     data = chunk.to_npz_bytes()
-    fs, path = fsspec.core.url_to_fs(join(base, rel))
+    fs, path = fsspec.core.url_to_fs(join(base, chunk_path(chunk)))
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)
-    return {"path": rel, "bytes": len(data), "n_events": chunk.n_events, "length": chunk.length}
+    return chunk_entry(chunk, len(data))
 
 
 def load_chunk(url: str) -> ColumnChunk:

@@ -37,20 +37,29 @@ def chunk_filename(chunk: ColumnChunk) -> str:
     return f"{chunk.dataset}/{digest}_{p.get('entrystart', 0)}-{p.get('entrystop', 0)}.npz"
 
 
+def chunk_path(chunk: ColumnChunk) -> str:
+    """Where a chunk lives relative to the skim's root (a directory, or a `persist` URL)."""
+    return f"{COLUMNS}/{chunk_filename(chunk)}"
+
+
+def chunk_entry(chunk: ColumnChunk, nbytes: int) -> dict:
+    """skim.json's entry for one written chunk."""
+    return {"path": chunk_path(chunk), "bytes": nbytes, "n_events": chunk.n_events, "length": chunk.length}
+
+
 def write_chunk(chunk: ColumnChunk, directory: str) -> dict:
     """Write one chunk atomically under ``directory`` (runs on a worker on Dask); returns its entry."""
-    rel = chunk_filename(chunk)
-    path = Path(directory) / rel
+    path = Path(directory) / chunk_filename(chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = chunk.to_npz_bytes()
     atomic.write_bytes(path, data)
-    return {"path": f"{COLUMNS}/{rel}", "bytes": len(data), "n_events": chunk.n_events, "length": chunk.length}
+    return chunk_entry(chunk, len(data))
 
 
 def summarise_chunk(chunk: ColumnChunk, channels, params) -> dict:
     """The few numbers the driver keeps per chunk (never event arrays)."""
     return {
-        "key": list(chunk.key), "path": f"{COLUMNS}/{chunk_filename(chunk)}", "dataset": chunk.dataset,
+        "key": list(chunk.key), "path": chunk_path(chunk), "dataset": chunk.dataset,
         "process": chunk.process, "is_data": chunk.is_data,
         "n_events": chunk.n_events, "length": chunk.length, "nbytes": chunk.nbytes,
         "entries_read": int(chunk.provenance.get("entries_read", 0)),
