@@ -26,6 +26,7 @@ import numpy as np
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
+from zprime_grad.skim.store import read_chunk
 
 
 def chunk_description(chunk) -> dict:
@@ -77,28 +78,35 @@ def payload_bytes(result: dict) -> int:
 
 
 # ------------------------------------------------------------------------------------ skim directories
-def chunk_paths(columns_dir) -> list[str]:
-    """The chunk files listed in ``DIR/skim.json`` (the skim's completion marker)."""
+def chunk_files(columns_dir) -> list[tuple[str, str | None]]:
+    """``(path, sha256)`` of the chunk files listed in ``DIR/skim.json`` (the skim's completion marker);
+    ``sha256``: the checksum recorded when the file was written (None in a skim of an older version)."""
     directory = Path(columns_dir)
     report = directory / "skim.json"
     try:
         entries = json.loads(report.read_text())["columns"]
+        files = [(str(directory / e["path"]), e.get("sha256")) for e in entries]
     except OSError:
         raise UserError(f"{report}: not found; --columns needs a finished skim directory (zprime-grad skim --out DIR)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UserError(f"{report}: not a skim report ({err})") from None
-    paths = [str(directory / e["path"]) for e in entries]
-    missing = [p for p in paths if not Path(p).exists()]
+    missing = [p for p, _ in files if not Path(p).exists()]
     if missing:
         raise UserError(f"{report}: lists chunk files that are missing, e.g. {missing[0]}")
-    if not paths:
+    if not files:
         raise UserError(f"{report}: the skim has no chunks")
-    return paths
+    return files
 
 
-def load_chunk(path: str) -> ColumnChunk:
-    """Runs on a worker: one chunk file of a skim directory."""
-    return ColumnChunk.from_npz(path)
+def chunk_paths(columns_dir) -> list[str]:
+    """The chunk files listed in ``DIR/skim.json`` (see `chunk_files`)."""
+    return [p for p, _ in chunk_files(columns_dir)]
+
+
+def load_chunk(path: str, sha256: str | None = None) -> ColumnChunk:
+    """Runs on a worker: one chunk file of a skim directory, its bytes checked against ``sha256`` (the
+    checksum skim.json recorded) as they are read; a damaged file is a UserError naming it."""
+    return read_chunk(path, sha256)
 
 
 # ------------------------------------------------------------------------------------ the two sources
@@ -123,7 +131,7 @@ class LocalChunks(_Closing):
 
     @classmethod
     def from_directory(cls, directory, fan_in: int = 8) -> "LocalChunks":
-        return cls([load_chunk(p) for p in chunk_paths(directory)], fan_in)
+        return cls([load_chunk(p, sha) for p, sha in chunk_files(directory)], fan_in)
 
     def __len__(self) -> int:
         return len(self.all)
@@ -210,8 +218,9 @@ class DaskChunks(_Closing):
 
     @classmethod
     def from_directory(cls, client, directory, fan_in: int = 8) -> "DaskChunks":
-        """Each worker reads its chunks from ``directory`` (a filesystem the workers see)."""
-        return cls(client, client.map(load_chunk, chunk_paths(directory), pure=False), fan_in=fan_in)
+        """Each worker reads its chunks from ``directory`` (a filesystem the workers see), verifying them."""
+        paths, sums = zip(*chunk_files(directory))
+        return cls(client, client.map(load_chunk, paths, sums, pure=False), fan_in=fan_in)
 
     def __len__(self) -> int:
         return len(self.all)

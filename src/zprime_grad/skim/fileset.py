@@ -2,8 +2,12 @@
 
 Checking on the driver means a missing/corrupt file or a missing branch is reported once, naming the
 file (and branch), before a cluster spends time on it; with ``skip_bad_files`` unreadable files are
-dropped and listed instead. ``sumw`` is filled per dataset (all its files' Runs trees), because a
-per-file Σ would overweight multi-file datasets.
+dropped and listed instead (`bad_file`: dataset, the file's logical name, the reason, where it failed).
+The driver only opens each file (header, tree, branch names); a file whose baskets are damaged or
+truncated fails later, while its chunks are read, and the skim then drops it too (`read_failure`
+tells a reading failure from a processor's; `zprime_grad.skim.runner`). ``sumw`` is filled per dataset
+(all its files' Runs trees), because a per-file Σ would overweight multi-file datasets; a file whose
+Runs tree cannot be read is skipped there (``skip_bad_files``) and Σ is taken over the others.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import uproot
 
-from zprime_grad.columns import dataset_sumw
+from zprime_grad.columns import file_sumw
 from zprime_grad.errors import UserError
 
 
@@ -82,6 +86,18 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / path).resolve())
 
 
+def describe(err: BaseException, filename: str, metadata: dict) -> str:
+    """An exception as one line of a report, the machine's path of the file replaced by its logical name."""
+    return f"{type(err).__name__}: {err}".replace("\n", " ").replace(filename, logical_name(filename, metadata))
+
+
+def bad_file(dataset: str, filename: str, metadata: dict, err: BaseException, where: str) -> dict:
+    """skim.json's ``bad_files`` entry of a skipped file: its logical name (no directory of this machine),
+    the reason and where reading failed (``open``, ``Runs``, ``entries A-B``)."""
+    return {"dataset": dataset, "file": logical_name(filename, metadata), "error": describe(err, filename, metadata),
+            "where": where}
+
+
 def check_files(fileset: dict, processor, *, skip_bad_files: bool = False) -> tuple[dict, list[dict]]:
     """Open every file and check its branches; returns (usable fileset, list of skipped bad files)."""
     good, bad = copy.deepcopy(fileset), []
@@ -100,23 +116,34 @@ def check_files(fileset: dict, processor, *, skip_bad_files: bool = False) -> tu
                 if not skip_bad_files:
                     raise UserError(f"{filename}: cannot read input file ({reason}); "
                                     "use --skip-bad-files to skip it") from None
-                bad.append({"dataset": dataset, "file": filename, "error": reason})
+                bad.append(bad_file(dataset, filename, entry["metadata"], err, "open"))
                 del good[dataset]["files"][filename]
                 continue
             check = getattr(processor, "check_branches", None)
             if check is not None:
                 check(branches, filename, is_data=is_data)
-    empty = [d for d, e in good.items() if not e["files"]]
-    for d in empty:
-        del good[d]
+    return drop_empty(good, bad), bad
+
+
+def drop_empty(fileset: dict, bad: list[dict]) -> dict:
+    """``fileset`` without datasets that have no file left; an error if none is left at all."""
+    good = {d: e for d, e in fileset.items() if e["files"]}
     if not good:
-        raise UserError("no readable input files left: " + "; ".join(b["file"] for b in bad))
-    return good, bad
+        raise UserError("no readable input files left: " + "; ".join(f"{b['file']} ({b['error']})" for b in bad))
+    return good
 
 
-def fill_sumw(fileset: dict) -> dict:
+def is_read_failure(err: BaseException) -> bool:
+    """Whether ``err`` (anything from opening a file to decoding its baskets) means the file could not be
+    read, rather than that the file lacks something the analysis needs (a UserError of its own)."""
+    return not isinstance(err, UserError) or err.__context__ is not None  # a UserError raised on a read error
+
+
+def fill_sumw(fileset: dict, *, skip_bad_files: bool = False, bad: list | None = None) -> dict:
     """Check each MC dataset's ``xsec`` and give it a ``sumw`` (Σ genWeight over all its files) unless
-    the metadata has one: event weights are xsec·lumi·genWeight/Σ genWeight."""
+    the metadata has one: event weights are xsec·lumi·genWeight/Σ genWeight. A file whose Runs tree
+    cannot be read is an error naming it, or with ``skip_bad_files`` dropped (listed in ``bad``) and
+    Σ taken over the dataset's other files."""
     out = copy.deepcopy(fileset)
     for name, entry in out.items():
         meta = entry["metadata"]
@@ -126,9 +153,39 @@ def fill_sumw(fileset: dict) -> dict:
         if not isinstance(xsec, (int, float)) or isinstance(xsec, bool) or xsec <= 0:
             raise UserError(f"dataset {name}: metadata 'xsec' (pb) must be a positive number for MC "
                             f"(got {xsec!r}); mark data with is_data: true")
-        if meta.get("sumw") is None:
-            meta["sumw"] = dataset_sumw(list(entry["files"]))
-    return out
+        if meta.get("sumw") is not None:
+            continue
+        total = 0.0
+        for filename in list(entry["files"]):
+            try:
+                total += file_sumw(filename)
+            except Exception as err:
+                if not is_read_failure(err):
+                    raise
+                if not skip_bad_files:
+                    if isinstance(err, UserError):
+                        raise
+                    raise UserError(f"{filename}: cannot read the sum of generator weights ({describe(err, filename, meta)}); "
+                                    "use --skip-bad-files to skip it") from None
+                if bad is not None:
+                    bad.append(bad_file(name, filename, meta, err.__context__ if isinstance(err, UserError) else err,
+                                        "Runs"))
+                del entry["files"][filename]
+        meta["sumw"] = float(total)
+    return drop_empty(out, bad or [])
+
+
+def read_failure(filename: str, treename: str, branches, entry_start: int, entry_stop: int) -> BaseException | None:
+    """Read ``branches`` (None: all) of entries ``[entry_start, entry_stop)`` straight from the file, as the
+    skim does: the exception if that fails (damaged or truncated baskets …), None if the file reads."""
+    try:
+        with uproot.open(filename) as f:
+            tree = f[treename]
+            for branch in tree.keys(filter_name=branches) if branches is not None else tree.keys():
+                tree[branch].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
+    except Exception as err:
+        return err
+    return None
 
 
 def fileset_fingerprint(fileset: dict) -> str:

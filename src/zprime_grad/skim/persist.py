@@ -3,9 +3,12 @@ XCache …), so that a later run with the same config and inputs reads it instea
 
 The layout is a skim directory's (`zprime_grad.skim.store`): ``URL/columns/<dataset>/<file>_<range>.npz``
 and ``URL/skim.json``, the completion marker, written last and checked (same cache key, every listed
-chunk present) before anything is reused. Every read and write runs **on a worker**: the driver needs no
-access to the URL, only the workers do (a facility's storage is often mounted on the workers alone). A
-chunk read from the URL keeps its lineage (a lost worker's chunk is read again).
+chunk present with its recorded size) before anything is reused; every chunk is verified against the
+SHA-256 skim.json records for it as a worker reads it (`load_chunk`: a damaged one is named), so the
+check costs one listing, not a second read of the whole skim. Every read and write runs **on a
+worker**: the driver needs no access to the URL, only the workers do (a facility's storage is often
+mounted on the workers alone). A chunk read from the URL keeps its lineage (a lost worker's chunk is
+read again).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 
 from zprime_grad.columns import ColumnChunk
-from zprime_grad.skim.store import COLUMNS, REPORT, chunk_entry, chunk_path
+from zprime_grad.skim.store import COLUMNS, REPORT, chunk_entry, chunk_from_bytes, chunk_path
 
 
 def join(base: str, relative: str) -> str:
@@ -29,17 +32,21 @@ def write_chunk(chunk: ColumnChunk, base: str) -> dict:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)
-    return chunk_entry(chunk, len(data))
+    return chunk_entry(chunk, data)
 
 
-def load_chunk(url: str) -> ColumnChunk:
-    """Runs on a worker: one persisted chunk."""
-    import io
-
+def load_chunk(url: str, sha256: str | None = None) -> ColumnChunk:
+    """Runs on a worker: one persisted chunk, its bytes checked against ``sha256`` (skim.json's record)."""
     import fsspec
 
-    with fsspec.open(url, "rb") as f:
-        return ColumnChunk.from_npz(io.BytesIO(f.read()))
+    from zprime_grad.errors import UserError
+
+    try:
+        with fsspec.open(url, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise UserError(f"{url}: cannot read persisted chunk ({type(err).__name__}: {err})") from None
+    return chunk_from_bytes(data, url, sha256)
 
 
 def write_report(base: str, report: dict) -> str:
@@ -76,8 +83,11 @@ def cached_report(base: str, cache_key: str) -> dict | None:
         return None
     if report.get("cache_key") != cache_key or not report.get("columns"):
         return None
-    root = path.rsplit("/", 1)[0]
-    present = set(fs.find(f"{root}/{COLUMNS}"))  # one listing, not one request per chunk
-    if not all(f"{root}/{c['path']}" in present for c in report["columns"]):
+    if not all(c.get("sha256") for c in report["columns"]):  # written before chunks had checksums
         return None
+    root = path.rsplit("/", 1)[0]
+    sizes = {name: info.get("size") for name, info in  # one listing, not one request per chunk
+             fs.find(f"{root}/{COLUMNS}", detail=True).items()}
+    if not all(sizes.get(f"{root}/{c['path']}", -1) == c["bytes"] for c in report["columns"]):
+        return None  # a chunk missing or truncated: skim again
     return report

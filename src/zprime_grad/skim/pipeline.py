@@ -54,12 +54,13 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,
     """Skim with the chosen executor. ``dask``: returns a handle to chunks that stay on the workers."""
     processor = make_processor(config, options)
     fileset, bad = check_files(load_fileset(fileset), processor, skip_bad_files=options.skip_bad_files)
-    fileset = fill_sumw(fileset)
-    if options.executor != "dask":
+    if options.executor != "dask":  # Σ genWeight filled there, without the files that fail in reading
         result = run_local(fileset, processor, executor=options.executor, workers=options.workers,
-                           chunksize=options.chunksize, treename=options.treename, progress=progress)
-        result.bad_files = bad
+                           chunksize=options.chunksize, treename=options.treename, progress=progress,
+                           skip_bad_files=options.skip_bad_files)
+        result.bad_files = bad + result.bad_files
         return result
+    fileset = fill_sumw(fileset, skip_bad_files=options.skip_bad_files, bad=bad)
     if client is None:
         raise UserError("skim: the dask executor needs a Dask client (a Session opens the run's cluster)")
     result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
@@ -94,8 +95,14 @@ def skim_report(config: Config, options: SkimConfig, cache_key: str, result: Ski
 
 def skim_to_directory(config: Config, fileset, out, options: SkimConfig, *, client=None,
                       progress: bool | None = None) -> tuple[dict, bool]:
-    """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged."""
-    out = Path(out)
+    """Write ``out/columns/`` and ``out/skim.json``; reuse them when config and inputs are unchanged and
+    every chunk file verifies (one skim of ``out`` at a time: `store.exclusive`)."""
+    with store.exclusive(out):
+        return _skim_to_directory(config, fileset, Path(out), options, client=client, progress=progress)
+
+
+def _skim_to_directory(config: Config, fileset, out: Path, options: SkimConfig, *, client=None,
+                       progress: bool | None = None) -> tuple[dict, bool]:
     inputs = load_fileset(fileset)
     cache_key = skim_cache_key(config, options, inputs)
     cached = store.cached_report(out, cache_key)

@@ -1,7 +1,14 @@
 """Skim with coffea's Runner on the local executors (iterative, futures): chunks come back to the driver.
 
-One Runner call per dataset, so that coffea's metrics (bytes read, process time) are per dataset.
+Runner calls per dataset, so that coffea's metrics (bytes read, process time) are per dataset.
 The processor returns ``{"chunks": [ColumnChunk]}``; coffea's accumulate concatenates the lists.
+
+``skip_bad_files``: a file can open fine on the driver (`fileset.check_files`) and still fail while its
+baskets are read (truncated, damaged). When a batch of chunks fails, the dataset's other batches still
+run; then each chunk of the failed batches is read again straight from its file (`fileset.read_failure`).
+Files that fail there are dropped and listed, and the dataset is skimmed again without them (its Σ
+genWeight changes with its files, and every weight with it); a failure that is not in reading (the
+files read fine) is an error as before.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from coffea.nanoevents import NanoAODSchema
 from zprime_grad import terminal
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
-from zprime_grad.skim.fileset import name_chunk_file
+from zprime_grad.skim.fileset import bad_file, fill_sumw, name_chunk_file, read_failure
 from zprime_grad.skim.store import summarise_chunk
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -95,34 +102,97 @@ def declared_reading(fileset: dict, processor) -> tuple[dict, dict]:
 
 
 def run_local(fileset: dict, processor, *, executor: str = "iterative", workers: int = 1,
-              chunksize: int = 100_000, treename: str = "Events", progress: bool | None = None) -> SkimResult:
+              chunksize: int = 100_000, treename: str = "Events", progress: bool | None = None,
+              skip_bad_files: bool = False) -> SkimResult:
     """Every dataset's chunks through coffea's Runner, a few chunks per call so that one bar counts the
-    chunks of all datasets (coffea's own per-call bars and worker output are captured: `terminal`)."""
+    chunks of all datasets (coffea's own per-call bars and worker output are captured: `terminal`).
+    MC datasets without ``sumw`` get it here (`fileset.fill_sumw`); ``skip_bad_files``: see the module."""
     start = time.perf_counter()
-    chunks, metrics = [], {}
+    chunks, metrics, bad = [], {}, []
     params = processor.initial_params()
-    fileset, iteritems_options = declared_reading(fileset, processor)
-    batch = 2 * max(1, workers)
+    names = declared_branches(processor)
     with terminal.chatter():
-        plans = {dataset: _guarded(lambda r=runner(executor, workers, chunksize), d=dataset, e=entry:
-                                   (r, list(r.preprocess({d: e}, treename=treename))))
-                 for dataset, entry in fileset.items()}
-        bar = terminal.bar(sum(len(items) for _, items in plans.values()), "skim", "chunk", progress=progress)
-        for dataset, (run, items) in plans.items():
-            # no chunks: the whole-dataset call raises coffea's own error, as it always did
-            parts = [items[i:i + batch] for i in range(0, len(items), batch)] or [{dataset: fileset[dataset]}]
-            for part in parts:
-                out, m = _guarded(lambda: run(part, processor, treename=treename, iteritems_options=iteritems_options))
-                chunks.extend(name_chunk_file(c, fileset[dataset]["metadata"]) for c in out["chunks"])
-                got = metrics.setdefault(dataset, {"bytes_read": 0, "process_time_s": 0.0, "entries": 0})
-                got["bytes_read"] += int(m.get("bytesread", 0))
-                got["process_time_s"] += float(m["processtime"])
-                got["entries"] += int(m["entries"])
-                bar.update(len(part) if isinstance(part, list) else 0)
+        filled = fill_sumw(fileset, skip_bad_files=skip_bad_files, bad=bad)  # every xsec checked before any work
+        plans = {dataset: _plan(executor, workers, chunksize, treename, dataset, entry, names)
+                 for dataset, entry in filled.items()}
+        bar = terminal.bar(sum(len(plan[2]) for plan in plans.values()), "skim", "chunk", progress=progress)
+        for dataset in list(plans):
+            while True:
+                got, got_metrics, failed = _run_dataset(dataset, *plans[dataset], processor, treename, names, bar,
+                                                        2 * max(1, workers), skip_bad_files)
+                if not failed:
+                    break
+                unreadable = _unreadable(failed, treename, names)
+                if not unreadable:  # the files read fine: the processor failed, not the input
+                    raise failed[0][1]
+                bad += [bad_file(dataset, f, filled[dataset]["metadata"], err, where) for f, (err, where)
+                        in sorted(unreadable.items())]
+                remaining = {f: t for f, t in filled[dataset]["files"].items() if f not in unreadable}
+                if not remaining:
+                    got, got_metrics = [], None
+                    break
+                # the input's metadata: Σ genWeight again over the files left, unless the fileset gave it
+                filled[dataset] = fill_sumw({dataset: {**fileset[dataset], "files": remaining}},
+                                            skip_bad_files=True, bad=bad)[dataset]
+                plans[dataset] = _plan(executor, workers, chunksize, treename, dataset, filled[dataset], names)
+                bar.total += len(plans[dataset][2])
+            chunks.extend(got)
+            if got_metrics is not None:
+                metrics[dataset] = got_metrics
     bar.close()
+    if not metrics and bad:
+        raise UserError("no readable input files left: " + "; ".join(f"{b['file']} ({b['error']})" for b in bad))
     chunks.sort(key=lambda c: c.key)
     summaries = [summarise_chunk(c, processor.channels, params) for c in chunks]
-    return SkimResult(chunks, summaries, metrics, wall_time_s=time.perf_counter() - start)
+    return SkimResult(chunks, summaries, metrics, bad_files=bad, wall_time_s=time.perf_counter() - start)
+
+
+def _plan(executor: str, workers: int, chunksize: int, treename: str, dataset: str, entry: dict, names):
+    """(the dataset's fileset entry with the processor's declared branches preloaded, a runner, its WorkItems)."""
+    if names is not None:
+        entry = {**entry, "preload": names}
+    run = runner(executor, workers, chunksize)
+    return entry, run, _guarded(lambda: list(run.preprocess({dataset: entry}, treename=treename)))
+
+
+def _run_dataset(dataset: str, entry: dict, run, items: list, processor, treename: str, names, bar, batch: int,
+                 keep_going: bool) -> tuple[list, dict, list]:
+    """One dataset's chunks, ``batch`` WorkItems per Runner call: (chunks, metrics, failed batches as
+    ``(items, UserError)``). ``keep_going``: a failed batch does not stop the others."""
+    chunks, failed = [], []
+    got = {"bytes_read": 0, "process_time_s": 0.0, "entries": 0}
+    iteritems_options = reader_options(names)
+    # no chunks: the whole-dataset call raises coffea's own error, as it always did
+    parts = [items[i:i + batch] for i in range(0, len(items), batch)] or [{dataset: entry}]
+    for part in parts:
+        try:
+            out, m = _guarded(lambda: run(part, processor, treename=treename, iteritems_options=iteritems_options))
+        except UserError as err:
+            if not keep_going or not isinstance(part, list):
+                raise
+            failed.append((part, err))
+            continue
+        finally:
+            bar.update(len(part) if isinstance(part, list) else 0)
+        chunks.extend(name_chunk_file(c, entry["metadata"]) for c in out["chunks"])
+        got["bytes_read"] += int(m.get("bytesread", 0))
+        got["process_time_s"] += float(m["processtime"])
+        got["entries"] += int(m["entries"])
+    return chunks, got, failed
+
+
+def _unreadable(failed: list, treename: str, names) -> dict:
+    """``{file: (exception, where)}`` of the files whose chunks in ``failed`` cannot be read straight
+    from the file (the first failing entry range of each)."""
+    out: dict = {}
+    for items, _ in failed:
+        for item in items:
+            if item.filename in out:
+                continue
+            err = read_failure(item.filename, treename, names, item.entrystart, item.entrystop)
+            if err is not None:
+                out[item.filename] = (err, f"entries {item.entrystart}-{item.entrystop}")
+    return out
 
 
 def runner(executor: str, workers: int, chunksize: int):

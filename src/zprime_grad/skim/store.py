@@ -13,19 +13,34 @@ is_data, provenance). ``ColumnChunk.from_npz(path)`` reads one back.
 Nothing half-written looks complete: chunk files are written as ``*.tmp`` and renamed, into a fresh
 ``.columns.tmp-*`` directory that replaces ``columns/`` only when every chunk is there; ``skim.json``
 (removed first, written last, tmp + rename) is the completion marker that a cached re-run checks.
+
+Caches verify themselves: each chunk's skim.json entry has the SHA-256 of its file's bytes
+(``sha256``, of the bytes only: the same chunk gives the same digest in any directory). A re-run reuses
+a skim only if every listed file has its recorded size and digest (else it skims again, saying which
+file was damaged), and every load (`read_chunk`, `zprime_grad.chunks.load_chunk`, `skim.persist`)
+hashes the bytes it read and refuses a damaged file by name. One skim at a time per directory
+(`exclusive`: a lock on the directory itself); holding it, a run removes what a killed one left
+(``.columns.tmp-*``, ``.stale-*``), and a fresh run removes the earlier run's ``skim.json`` and
+``columns/`` before it starts (`atomic.set_aside`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
-import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from zprime_grad import atomic
+from zprime_grad import atomic, terminal
 from zprime_grad.columns import ColumnChunk, channel_counts
+from zprime_grad.errors import UserError
+
+log = logging.getLogger(__name__)
 
 REPORT = "skim.json"
 COLUMNS = "columns"
@@ -42,9 +57,15 @@ def chunk_path(chunk: ColumnChunk) -> str:
     return f"{COLUMNS}/{chunk_filename(chunk)}"
 
 
-def chunk_entry(chunk: ColumnChunk, nbytes: int) -> dict:
-    """skim.json's entry for one written chunk."""
-    return {"path": chunk_path(chunk), "bytes": nbytes, "n_events": chunk.n_events, "length": chunk.length}
+def checksum(data: bytes) -> str:
+    """The content checksum skim.json records per chunk: SHA-256 of the file's bytes (no path in it)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def chunk_entry(chunk: ColumnChunk, data: bytes) -> dict:
+    """skim.json's entry for one written chunk (``data``: the bytes written)."""
+    return {"path": chunk_path(chunk), "bytes": len(data), "sha256": checksum(data),
+            "n_events": chunk.n_events, "length": chunk.length}
 
 
 def write_chunk(chunk: ColumnChunk, directory: str) -> dict:
@@ -53,7 +74,38 @@ def write_chunk(chunk: ColumnChunk, directory: str) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = chunk.to_npz_bytes()
     atomic.write_bytes(path, data)
-    return chunk_entry(chunk, len(data))
+    return chunk_entry(chunk, data)
+
+
+def damage(data: bytes, sha256: str | None, nbytes: int | None = None) -> str | None:
+    """What is wrong with a chunk file's bytes against its skim.json entry (None: nothing)."""
+    if nbytes is not None and len(data) != nbytes:
+        return f"{len(data)} bytes, skim.json recorded {nbytes}"
+    if sha256 is not None and checksum(data) != sha256:
+        return "its SHA-256 differs from the one skim.json recorded"
+    return None
+
+
+def chunk_from_bytes(data: bytes, name: str, sha256: str | None = None) -> ColumnChunk:
+    """A chunk from its file's bytes, checked against the recorded checksum; a damaged or unreadable
+    file is a one-line UserError naming it (``name``: its path or URL)."""
+    problem = damage(data, sha256)
+    if problem is not None:
+        raise UserError(f"{name}: damaged chunk file ({problem}); run zprime-grad skim again to rebuild it")
+    try:
+        return ColumnChunk.from_npz(io.BytesIO(data))
+    except Exception as err:  # zipfile.BadZipFile, a torn .npy, bad meta JSON …
+        raise UserError(f"{name}: unreadable chunk file ({type(err).__name__}: {err}); "
+                        "run zprime-grad skim again to rebuild it") from None
+
+
+def read_chunk(path, sha256: str | None = None) -> ColumnChunk:
+    """One chunk file, verified while read (the bytes read once, hashed, then parsed)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read chunk file ({err.strerror})") from None
+    return chunk_from_bytes(data, str(path), sha256)
 
 
 def summarise_chunk(chunk: ColumnChunk, channels, params) -> dict:
@@ -103,22 +155,61 @@ def metrics_from_chunks(summaries: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------------- output directory
+TEMPORARY = (".columns.tmp-", ".columns.old-")  # what a run killed before it finished can leave
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[Path]:
+    """Hold the skim directory ``out`` (created if needed) for one skim (`atomic.exclusive`: a second skim
+    of the same directory waits, then finds the first one's result); holding it, the temporaries of
+    killed runs are removed (``.columns.tmp-*``, ``.columns.old-*``, a torn ``skim.json``'s)."""
+    with atomic.exclusive(out) as locked:
+        if locked:
+            atomic.remove_leftovers(out, names=[REPORT], prefixes=TEMPORARY)
+        yield Path(out)
+
+
+def damaged_chunk(out: Path, entries: list[dict]) -> str | None:
+    """The first listed chunk file that is missing, unreadable or not the bytes skim.json recorded,
+    with what is wrong ("path: problem"); None when every one verifies. Reads every file once."""
+    for c in entries:
+        path = Path(out) / c["path"]
+        if c.get("sha256") is None:
+            return f"{path}: no checksum recorded (a skim of an older version)"
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            return f"{path}: {err.strerror}"
+        problem = damage(data, c["sha256"], c.get("bytes"))
+        if problem is not None:
+            return f"{path}: {problem}"
+    return None
+
+
 def cached_report(out: Path, cache_key: str) -> dict | None:
-    """The existing skim.json if it is complete and was made from the same config and inputs."""
+    """The existing skim.json if it is complete, was made from the same config and inputs, and every
+    chunk file it lists is intact (size and SHA-256 as recorded); a damaged one is named and not reused."""
     try:
         report = json.loads((Path(out) / REPORT).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     if report.get("cache_key") != cache_key or not report.get("columns"):  # none: resident on a cluster
         return None
-    if not all((Path(out) / c["path"]).exists() for c in report.get("columns", [])):
+    problem = damaged_chunk(out, report["columns"])
+    if problem is not None:
+        log.warning("skim: not reusing %s: %s", Path(out) / REPORT, problem)
+        terminal.say(f"skim: {problem}; skimming again")
         return None
     return report
 
 
 def fresh_columns_dir(out: Path) -> Path:
+    """A new temporary columns directory; the earlier run's ``skim.json`` and ``columns/`` go first
+    (`atomic.set_aside`, the marker first), so a run killed from here on leaves nothing that looks like
+    a finished skim."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic.set_aside(out, [REPORT, COLUMNS])
     tmp = out / f".columns.tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     return tmp
@@ -127,18 +218,13 @@ def fresh_columns_dir(out: Path) -> Path:
 def commit(out: Path, tmp_columns: Path, report: dict) -> Path:
     """Swap the finished columns in, then write skim.json (the completion marker) atomically."""
     out = Path(out)
-    (out / REPORT).unlink(missing_ok=True)
-    final = out / COLUMNS
-    if final.exists():
-        trash = out / f".columns.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tmp_columns, final)
+    atomic.set_aside(out, [REPORT, COLUMNS])
+    os.replace(tmp_columns, out / COLUMNS)
     atomic.write_json(out / REPORT, report, sort_keys=True)
     return out / REPORT
 
 
 def read_columns(out: Path) -> list[ColumnChunk]:
-    """Every chunk of a finished skim directory, in skim.json order."""
+    """Every chunk of a finished skim directory, in skim.json order, each verified against its checksum."""
     report = json.loads((Path(out) / REPORT).read_text())
-    return [ColumnChunk.from_npz(Path(out) / c["path"]) for c in report["columns"]]
+    return [read_chunk(Path(out) / c["path"], c.get("sha256")) for c in report["columns"]]

@@ -141,7 +141,8 @@ class Session:
         report = self._on_a_worker(persist.cached_report, options.persist, key) if options.persist else None
         if report is not None:  # a persisted skim of the same config and inputs: the workers read it
             urls = [persist.join(options.persist, c["path"]) for c in report["columns"]]
-            chunks = self._keep(DaskChunks(self.client, self.client.map(persist.load_chunk, urls, pure=False),
+            sums = [c.get("sha256") for c in report["columns"]]  # each chunk verified as a worker reads it
+            chunks = self._keep(DaskChunks(self.client, self.client.map(persist.load_chunk, urls, sums, pure=False),
                                            fan_in=fan_in))
             report = {**report, "reused_from": options.persist}
             terminal.say(f"skim: reused {len(chunks)} chunks persisted at {options.persist}")
