@@ -185,8 +185,12 @@ class AGCTTbarProcessor(processor.ProcessorABC):
 
     channels = CHANNELS
 
-    def __init__(self, lumi_pb: float = 3378.0, *, buckets=DEFAULT_BUCKETS, config_hash: str = ""):
-        self.lumi_pb = float(lumi_pb)
+    def __init__(self, lumi_pb: float | None = 3378.0, *, buckets=DEFAULT_BUCKETS, config_hash: str = "",
+                 inputs=None, options: dict | None = None):
+        """``inputs`` (the era's) are not used: the AGC analysis fixes its 2015 Open Data conventions."""
+        if options:
+            raise UserError(f"analysis.options: the agc_ttbar processor takes none (got {sorted(options)})")
+        self.lumi_pb = float(lumi_pb if lumi_pb is not None else 3378.0)
         self.buckets = tuple(buckets)
         self.config_hash = config_hash
 

@@ -12,14 +12,13 @@ import awkward as ak
 
 from zprime_grad.errors import UserError
 
-TRIGGERS = ("HLT_TkMu50", "HLT_Mu50")  # 2016 single-muon paths; whichever exist are OR-ed
 MUON = ("pt", "eta", "phi", "mass", "charge", "tightId")
 JET = ("pt", "eta", "phi", "mass", "jetId")
 FATJET = ("pt", "eta", "phi", "mass", "msoftdrop")
-# (preferred, alternatives...): the same quantity under different era names
+# (preferred, alternatives...): the same quantity under different NanoAOD-version names; what differs
+# with the era (triggers, tagger, top tagger, MET, rho) comes from the era table (EraInputs)
 MUON_ISO = ("miniIsoId", "miniPFRelIso_all")  # miniIsoId >= 2 == miniPFRelIso_all < 0.20 (MiniIsoMedium)
-TOP_SCORE = ("particleNet_TvsQCD", "particleNetWithMass_TvsQCD")  # NanoAOD v9-v11 vs v12+
-MET = ("PuppiMET", "MET")
+PILEUP = "Pileup_nTrueInt"
 
 
 @dataclass(frozen=True)
@@ -29,14 +28,18 @@ class Branches:
     top_score: str
     met: str
     btag: str
+    rho: str | None  # None: the JER resolution does not need it (switched off)
+    pileup: bool     # MC: Pileup_nTrueInt is read for the pileup weight
 
 
-def candidates(btag: str = "btagDeepB") -> frozenset[str]:
+def candidates(inputs) -> frozenset[str]:
     """Every branch the skim may read, in every spelling: what coffea preloads in one bulk read."""
+    era = inputs.era
     return frozenset({
-        "run", "luminosityBlock", "event", "genWeight", *TRIGGERS, "nMuon", "nJet", "nFatJet",
-        *(f"Muon_{f}" for f in (*MUON, *MUON_ISO)), *(f"Jet_{f}" for f in (*JET, btag, "hadronFlavour")),
-        *(f"FatJet_{f}" for f in (*FATJET, *TOP_SCORE)), *(f"{m}_{f}" for m in MET for f in ("pt", "phi")),
+        "run", "luminosityBlock", "event", "genWeight", PILEUP, *era.triggers, *era.rho, "nMuon", "nJet", "nFatJet",
+        *(f"Muon_{f}" for f in (*MUON, *MUON_ISO)),
+        *(f"Jet_{f}" for f in (*JET, inputs.tagger.branch, "hadronFlavour")),
+        *(f"FatJet_{f}" for f in (*FATJET, *era.top_tagger)), *(f"{m}_{f}" for m in era.met for f in ("pt", "phi")),
     })
 
 
@@ -55,7 +58,9 @@ def branch_names(events) -> set[str]:
     return names
 
 
-def resolve(available: set[str], filename: str, *, is_data: bool, btag: str = "btagDeepB") -> Branches:
+def resolve(available: set[str], filename: str, *, is_data: bool, inputs) -> Branches:
+    """The era's branches as this file spells them; what is missing is named in one error."""
+    era = inputs.era
     missing: list[str] = []
 
     def need(*names: str) -> None:
@@ -69,18 +74,24 @@ def resolve(available: set[str], filename: str, *, is_data: bool, btag: str = "b
         return options[0]
 
     need("run", "luminosityBlock", "event")
-    triggers = tuple(t for t in TRIGGERS if t in available)
+    triggers = tuple(t for t in era.triggers if t in available)
     if not triggers:
-        missing.append(" or ".join(TRIGGERS))
-    need(*(f"Muon_{f}" for f in MUON), *(f"Jet_{f}" for f in JET), f"Jet_{btag}",
-         *(f"FatJet_{f}" for f in FATJET))
+        missing.append(f"a trigger of era {era.name} ({' or '.join(era.triggers)})")
+    need(*(f"Muon_{f}" for f in MUON), *(f"Jet_{f}" for f in JET), *(f"FatJet_{f}" for f in FATJET))
+    if f"Jet_{inputs.tagger.branch}" not in available:
+        missing.append(f"Jet_{inputs.tagger.branch} (the b tagger of era {era.name}; analysis.tagger picks another)")
     muon_iso = first("Muon_", MUON_ISO)
-    top_score = first("FatJet_", TOP_SCORE)
-    met = next((m for m in MET if f"{m}_pt" in available and f"{m}_phi" in available), None)
+    top_score = first("FatJet_", era.top_tagger)
+    met = next((m for m in era.met if f"{m}_pt" in available and f"{m}_phi" in available), None)
     if met is None:
-        missing.append("PuppiMET_pt/_phi or MET_pt/_phi")
+        missing.append(" or ".join(f"{m}_pt/_phi" for m in era.met))
+    jer_on = not is_data and not ({"jer_resolution", "jer_sf"} & inputs.off)
+    rho = first("", era.rho) if jer_on else None
+    pileup = not is_data and "pileup" not in inputs.off
     if not is_data:
         need("genWeight", "Jet_hadronFlavour")
+    if pileup:
+        need(PILEUP)
     if missing:
         raise UserError(f"{filename}: required branch(es) missing: {', '.join(missing)}")
-    return Branches(triggers, muon_iso, top_score, met or "MET", btag)
+    return Branches(triggers, muon_iso, top_score, met or era.met[0], inputs.tagger.branch, rho, pileup)

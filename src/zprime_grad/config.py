@@ -341,11 +341,69 @@ class ValidationConfig(Strict):
 
 
 # --------------------------------------------------------------------------------------------- root
+class CorrectionFiles(Strict):
+    """correctionlib files per POG (a path relative to this config file, or a URL); None: the files
+    shipped with the package (the generated detector's corrections, in the POG schemas)."""
+
+    muon: str | None = Field(None, description="MUO scale factors (e.g. .../POG/MUO/2016postVFP_UL/muon_Z.json.gz)")
+    btag: str | None = Field(None, description="BTV fixed-WP scale factors (btagging.json)")
+    pileup: str | None = Field(None, description="LUM pileup weights (puWeights.json)")
+    jme: str | None = Field(None, description="JME JES uncertainty and JER (jet_jerc.json); fat jets use it too")
+
+
 class AnalysisConfig(Strict):
+    """What the physics depends on: the processor, the era (data/eras.yaml) and the era's inputs."""
+
     name: str = "zprime_ttbar"
     processor: str = Field("zprime_ttbar", description="entry point in the zprime_grad.processors group")
-    lumi_pb: float = Field(16400.0, gt=0, description="integrated luminosity in pb^-1")
-    lumi_uncertainty: float = Field(0.025, ge=0)
+    era: str = Field("generated", description="data-taking era: a key of zprime_grad/data/eras.yaml")
+    tagger: str | None = Field(None, description="b tagger (a key of the era's taggers); None: the era's default")
+    lumi_pb: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="integrated luminosity in pb^-1; None: the certified one of lumi_csv, else the era's")
+    lumi_uncertainty: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False,
+                                           description="relative; None: the era's")
+    golden_json: str | None = Field(
+        None, description="certified-luminosity JSON (path or URL) every data event must pass; None: the "
+        "package's own for the 'generated' era, an error for data of a real era; 'none': no mask (say why)")
+    lumi_csv: str | None = Field(None, description="brilcalc --byls CSV: the certified luminosity within golden_json")
+    corrections: CorrectionFiles = CorrectionFiles()
+    correction_keys: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="override the era's correction names (muon, pileup, jes_jet, "
+        "jes_fatjet, jer_resolution, jer_sf)")
+    options: dict[str, Any] = Field(default_factory=dict, description="processor options (the processor's own model)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _era_fills_defaults(cls, data: Any) -> Any:
+        """Luminosity and its uncertainty default to the era's (lumi_pb only without a lumi_csv)."""
+        from zprime_grad import eras
+
+        if not isinstance(data, dict) or data.get("era", "generated") not in eras.names():
+            return data
+        era = eras.era(data.get("era", "generated"))
+        data = dict(data)
+        if data.get("lumi_pb") is None and data.get("lumi_csv") is None:
+            data["lumi_pb"] = era.lumi_pb
+        if data.get("lumi_uncertainty") is None:
+            data["lumi_uncertainty"] = era.lumi_uncertainty
+        return data
+
+    @model_validator(mode="after")
+    def _consistent_with_era(self) -> "AnalysisConfig":
+        from zprime_grad import eras
+
+        if self.era not in eras.names():
+            raise ValueError(f"unknown era {self.era!r} (known: {', '.join(eras.names())})")
+        era = eras.era(self.era)
+        if self.tagger is not None and self.tagger not in era.taggers:
+            raise ValueError(f"tagger {self.tagger!r} is not one of era {self.era}'s: {', '.join(era.taggers)}")
+        unknown = sorted(set(self.correction_keys) - set(eras.CORRECTION_KINDS))
+        if unknown:
+            raise ValueError(f"correction_keys {unknown}: known kinds are {', '.join(eras.CORRECTION_KINDS)}")
+        if self.lumi_pb is not None and self.lumi_csv is not None:
+            raise ValueError("give lumi_pb or lumi_csv, not both")
+        return self
 
 
 class Config(Strict):
@@ -382,15 +440,23 @@ def _format_errors(path: str, err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown field '{field}'")
         else:
-            lines.append(f"{path}: field '{field}': {e['msg']} (got {e.get('input')!r})")
+            given = e.get("input")
+            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"  # never a whole section
+            lines.append(f"{path}: field '{field}': {e['msg'].removeprefix('Value error, ')}{shown}")
     return "invalid configuration\n  " + "\n  ".join(lines)
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     try:
-        return Config.model_validate({**data, "source": source})
+        config = Config.model_validate({**data, "source": source})
     except ValidationError as err:
         raise ConfigError(_format_errors(source, err)) from None
+    if config.analysis.lumi_pb is None:  # lumi_csv: the luminosity its golden JSON certifies
+        from zprime_grad.era_inputs import certified_lumi
+
+        lumi = certified_lumi(config.analysis, source)
+        config = config.model_copy(update={"analysis": config.analysis.model_copy(update={"lumi_pb": lumi})})
+    return config
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -408,7 +474,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     base = data.pop("extends", None)
     if base is not None:
-        parent = load_config(path.parent / base).model_dump(mode="json", exclude={"source"})
+        parent = as_data(load_config(path.parent / base))
         data = _merge(parent, data)
     return parse_config(data, str(path))
 
@@ -421,10 +487,18 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def as_data(config: Config) -> dict[str, Any]:
+    """The config as the mapping it was parsed from (``parse_config(as_data(c))`` gives ``c`` back)."""
+    data = config.model_dump(mode="json", exclude={"source"})
+    if data["analysis"].get("lumi_csv"):
+        data["analysis"]["lumi_pb"] = None  # recomputed from the CSV, as when the file was read
+    return data
+
+
 def override(config: Config, **sections: dict[str, Any]) -> Config:
     """The config with some fields replaced, validated like the file (``override(c, optimise={"epochs": 3})``
     for a command-line ``--epochs``); ``None`` values are left as they are. Keeps ``source``."""
-    data = config.model_dump(mode="json", exclude={"source"})
+    data = as_data(config)
     for section, changes in sections.items():
         given = {k: v for k, v in changes.items() if v is not None}
         if given:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
+from zprime_grad.era_inputs import SHIPPED_CORRECTIONS, default_inputs
 from zprime_grad.errors import UserError
 from zprime_grad.skim.toy import write_toy_nanoaod
 from zprime_grad_processors import zprime_reco as reco
@@ -87,10 +89,15 @@ def test_event_weights_follow_xsec_lumi_genweight_and_runs_sumw(toy, mc_chunk):
 
     with uproot.open(toy["mc"]) as f:
         sumw = f["Runs"]["genEventSumw"].array(library="np").sum()
-        gen = dict(zip(f["Events"]["event"].array(library="np"), f["Events"]["genWeight"].array(library="np")))
+        events = f["Events"].arrays(["event", "genWeight", "Pileup_nTrueInt"], library="np")
+    gen = dict(zip(events["event"], events["genWeight"]))
+    n_true = dict(zip(events["event"], events["Pileup_nTrueInt"]))
     c, n = mc_chunk, mc_chunk.n_events
-    sf = syst.muon_sf(c.columns["muon_pt"][:n], c.columns["muon_eta"][:n])
-    expected = np.array([gen[e] for e in c.ids["event"][:n]]) * 5.0 * 16400.0 / sumw * sf["nominal"]
+    sf = syst.muon_sf(c.columns["muon_pt"][:n], c.columns["muon_eta"][:n], default_inputs())
+    pileup = syst.pileup_weight(np.array([n_true[e] for e in c.ids["event"][:n]]), default_inputs())
+    assert np.ptp(pileup["nominal"]) > 0.1  # the weight is not a constant
+    expected = (np.array([gen[e] for e in c.ids["event"][:n]]) * 5.0 * 16400.0 / sumw * sf["nominal"]
+                * pileup["nominal"])
     # events without a medium b tag carry no b-tag SF: nominal = xsec·lumi·genWeight/Σw × muon SF exactly
     untagged = ((c.columns["jet_btag"][:n] * c.columns["jet_mask"][:n]) < 0.6321).all(axis=1)
     untagged &= c.columns["n_jets"][:n] <= 8
@@ -102,9 +109,13 @@ def test_event_weights_follow_xsec_lumi_genweight_and_runs_sumw(toy, mc_chunk):
 
 
 def _bin_lookup(node, values):
-    """Walk a correctionlib JSON node by hand (no correctionlib): category by key, multibinning by edges."""
+    """Walk a correctionlib JSON node by hand (no correctionlib): category by key, (multi)binning by edges."""
     while isinstance(node, dict):
-        if node["nodetype"] == "category":
+        if node["nodetype"] == "binning":
+            edges = [float(e) for e in node["edges"]]
+            i = int(np.clip(np.searchsorted(edges, values[node["input"]], side="right") - 1, 0, len(edges) - 2))
+            node = node["content"][i]
+        elif node["nodetype"] == "category":
             node = next(i["value"] for i in node["content"] if i["key"] == values[node["input"]])
         elif node["nodetype"] == "multibinning":
             idx = 0
@@ -116,21 +127,25 @@ def _bin_lookup(node, values):
 
 
 def test_scale_factor_weights_match_the_correction_file(mc_chunk):
-    doc = json.loads(Path(syst.DEFAULT_CORRECTIONS).read_text())
-    muon = next(c for c in doc["corrections"] if c["name"] == "muon_id_iso_sf")["data"]
+    """By hand from the shipped file in the POG schemas: MUO NUM_TightID_DEN_TrackerMuons (abseta, pt,
+    scale_factors), BTV deepCSV_mujets / deepCSV_incl (systematic, working_point, flavor, abseta, pt)."""
+    doc = json.loads(Path(SHIPPED_CORRECTIONS).read_text())
+    muon = next(c for c in doc["corrections"] if c["name"] == "NUM_TightID_DEN_TrackerMuons")["data"]
     c = mc_chunk
     for i in range(min(c.n_events, 50)):
         pt, abseta = float(c.columns["muon_pt"][i]), abs(float(c.columns["muon_eta"][i]))
-        nominal, up = (_bin_lookup(muon, {"systematic": s, "abseta": abseta, "pt": pt}) for s in ("nominal", "up"))
+        nominal, up = (_bin_lookup(muon, {"scale_factors": s, "abseta": abseta, "pt": pt}) for s in ("nominal", "systup"))
         assert c.weights["muon_sf_up"][i] / c.weights["nominal"][i] == pytest.approx(up / nominal, rel=1e-5)
-    btag = next(c for c in doc["corrections"] if c["name"] == "btag_sf")["data"]
+    btag = {name: next(c for c in doc["corrections"] if c["name"] == name)["data"]
+            for name in ("deepCSV_mujets", "deepCSV_incl")}
     jets = Objects.from_collection(ak.Array([
         [{"pt": 120.0, "eta": 0.3, "hadronFlavour": 5}, {"pt": 40.0, "eta": -2.0, "hadronFlavour": 0}],
         [{"pt": 700.0, "eta": 1.0, "hadronFlavour": 4}], []]), {"pt": "pt", "eta": "eta", "hadronFlavour": "hadronFlavour"})
     tagged = np.array([[True, True], [False, True], [True, True]])  # padding slots must not count
-    got = syst.btag_sf(jets, tagged)
-    for s in ("nominal", "up", "down"):
-        first = [_bin_lookup(btag, {"systematic": s, "flavour": f, "abseta": abs(eta), "pt": pt})
+    got = syst.btag_sf(jets, tagged, default_inputs())
+    for s, label in (("nominal", "central"), ("up", "up"), ("down", "down")):
+        first = [_bin_lookup(btag["deepCSV_mujets" if f else "deepCSV_incl"],
+                             {"systematic": label, "working_point": "M", "flavor": f, "abseta": abs(eta), "pt": pt})
                  for pt, eta, f in ((120.0, 0.3, 5), (40.0, -2.0, 0))]
         assert got[s] == pytest.approx([first[0] * first[1], 1.0, 1.0])
 
@@ -140,13 +155,14 @@ def test_jer_is_deterministic_and_down_mirrors_up():
                                              [{"pt": 50.0, "eta": 2.0, "phi": 1.0, "mass": 5.0}]]),
                                    {f: f for f in ("pt", "eta", "phi", "mass")})
     event = np.array([11, 12])
-    a, b = syst.jet_variations(jets, event, salt=1), syst.jet_variations(jets, event, salt=1)
+    vary = lambda e: syst.jet_variations(jets, e, salt=1, inputs=default_inputs(), rho=np.full(2, 20.0))[1]  # noqa: E731
+    a, b = vary(event), vary(event)
     assert np.array_equal(a["jer_up"].pt, b["jer_up"].pt)
     up, down = (a[v].pt[jets.valid] - jets.pt[jets.valid] for v in ("jer_up", "jer_down"))
     assert np.allclose(up, -down) and np.ptp(up[:3]) > 0  # different jets, different numbers
     assert np.allclose(a["jes_up"].pt[jets.valid] / jets.pt[jets.valid], 1 + np.array([0.018] * 3 + [0.032]))
     assert (a["jes_up"].pt[~jets.valid] == 0).all()
-    c = syst.jet_variations(jets, event + 2, salt=1)
+    c = vary(event + 2)
     assert not np.allclose(c["jer_up"].pt, a["jer_up"].pt)  # seeded by the event number
 
 
@@ -177,6 +193,28 @@ def test_data_has_unit_weights_and_no_variations(toy):
     c = skim(toy["data"], is_data=True)
     assert c.is_data and c.n_events > 0 and not c.variations
     assert (c.weights["nominal"][: c.n_events] == 1).all() and sorted(c.weights) == ["nominal"]
+
+
+def test_data_pass_the_certified_luminosity_mask_and_the_removed_events_are_counted(toy, tmp_path):
+    from zprime_grad.lumi import lumi_mask
+
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"1001": [[1, 4], [8, 15]]}))  # toy data: 100 events per lumi section
+    inputs = dataclasses.replace(default_inputs(), mask=lumi_mask(str(golden)), golden_json=str(golden))
+    everything = skim(toy["data"], is_data=True)
+    masked = ZprimeTTbarProcessor(inputs=inputs).process(events_of(toy["data"], is_data=True))["chunks"][0]
+    assert everything.provenance["lumi_mask_removed"] == 0 and masked.provenance["lumi_mask_removed"] == 300
+    lumi = everything.ids["luminosityBlock"][: everything.n_events]
+    assert masked.n_events == int(((lumi < 5) | (lumi > 7)).sum()) < everything.n_events
+    assert set(masked.ids["luminosityBlock"][: masked.n_events]).isdisjoint({5, 6, 7})
+
+
+def test_real_era_data_without_a_golden_json_is_refused(toy):
+    from zprime_grad import eras
+
+    inputs = dataclasses.replace(default_inputs(), era=eras.era("2016postVFP_UL"), mask=None, golden_json=None)
+    with pytest.raises(UserError, match=r"data\.root: data of era 2016postVFP_UL need a certified-luminosity JSON"):
+        ZprimeTTbarProcessor(inputs=inputs).process(events_of(toy["data"], is_data=True))
 
 
 REAL_FILES = {  # (path, metadata): files that carry every collection the skim needs

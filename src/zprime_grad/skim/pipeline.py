@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from zprime_grad import __version__, terminal
 from zprime_grad.config import Config, SkimConfig
+from zprime_grad.era_inputs import era_inputs
 from zprime_grad.errors import UserError
 from zprime_grad.skim import store
 from zprime_grad.skim.fileset import check_files, fileset_fingerprint, fill_sumw, load_fileset
@@ -39,14 +40,19 @@ def skim_options(config: Config, **overrides) -> SkimConfig:
 
 
 def config_hash(config: Config, options: SkimConfig) -> str:
-    payload = {"analysis": config.analysis.model_dump(mode="json"),
+    """The analysis section without file locations, the content of the era's inputs, the skim's result fields."""
+    analysis = config.analysis.model_dump(mode="json", exclude={"corrections", "golden_json", "lumi_csv"})
+    payload = {"analysis": analysis, "era_inputs": era_inputs(config).content_hash(),
                "skim": options.model_dump(mode="json", include=set(RESULT_FIELDS)), "version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_processor(config: Config, options: SkimConfig):
-    return load_processor(config.analysis.processor, lumi_pb=config.analysis.lumi_pb,
-                          buckets=options.buckets, config_hash=config_hash(config, options))
+def make_processor(config: Config, options: SkimConfig | None = None):
+    """The configured analysis' processor: its era's inputs resolved here, on the driver."""
+    options = options or config.skim
+    return load_processor(config.analysis.processor, lumi_pb=config.analysis.lumi_pb, buckets=options.buckets,
+                          config_hash=config_hash(config, options), inputs=era_inputs(config),
+                          options=config.analysis.options)
 
 
 def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,

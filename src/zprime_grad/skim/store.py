@@ -115,6 +115,7 @@ def summarise_chunk(chunk: ColumnChunk, channels, params) -> dict:
         "process": chunk.process, "is_data": chunk.is_data,
         "n_events": chunk.n_events, "length": chunk.length, "nbytes": chunk.nbytes,
         "entries_read": int(chunk.provenance.get("entries_read", 0)),
+        "lumi_mask_removed": int(chunk.provenance.get("lumi_mask_removed", 0)),
         "counts": channel_counts(chunk, channels, params), "metrics": dict(chunk.metrics),
     }
 
@@ -129,6 +130,8 @@ def build_report(summaries: list[dict], dataset_metrics: dict, *, bad_files: lis
         })
         d["chunks"] += 1
         d["entries_read"] += s["entries_read"]
+        if s["is_data"]:  # events outside the certified lumi sections (analysis.golden_json)
+            d["lumi_mask_removed"] = d.get("lumi_mask_removed", 0) + s.get("lumi_mask_removed", 0)
         d["events_skimmed"] += s["n_events"]
         d["column_bytes"] += s["nbytes"]
         for channel, c in s["counts"].items():

@@ -42,7 +42,7 @@ def toy_events(n_events: int, seed: int = 0, *, is_data: bool = False, first_eve
                       mass=exp(60.0, 30.0), msoftdrop=exp(50.0, 10.0), particleNet_TvsQCD=uni(0.0, 1.0),
                       jetId=lambda r, n: np.full(n, 6, np.int32))
     out = {
-        "run": np.full(n_events, 1, np.uint32),
+        "run": np.full(n_events, 1001 if is_data else 1, np.uint32),  # a run the generated golden JSON certifies
         "luminosityBlock": (np.arange(n_events) // 100 + 1).astype(np.uint32),
         "event": np.arange(first_event, first_event + n_events, dtype=np.uint64),
         "HLT_TkMu50": rng.random(n_events) < 0.8, "HLT_Mu50": rng.random(n_events) < 0.85,
@@ -54,6 +54,12 @@ def toy_events(n_events: int, seed: int = 0, *, is_data: bool = False, first_eve
     }
     if not is_data:
         out["genWeight"] = rng.choice([1.0, 1.0, 1.0, -1.0], n_events).astype(np.float32) * 1.5
+    pileup = np.random.default_rng([seed, 0x9D])  # its own stream: the branches above stay as they were
+    n_true = pileup.gamma(6.0, 4.0, n_events).astype(np.float32)
+    out["fixedGridRhoFastjetAll"] = (0.5 * n_true + pileup.normal(2.0, 1.0, n_events)).astype(np.float32)
+    if not is_data:
+        out["Pileup_nTrueInt"] = n_true
+        out["Pileup_nPU"] = pileup.poisson(n_true).astype(np.int32)
     return out
 
 

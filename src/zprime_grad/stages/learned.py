@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 
 from zprime_grad import atomic
-from zprime_grad.config import Config, parse_config
+from zprime_grad.config import Config, as_data, parse_config
 
 log = logging.getLogger(__name__)
 VARIANTS = {"pretrained": "pre-trained network + cuts (weights frozen)",
@@ -41,7 +41,7 @@ VARIANTS = {"pretrained": "pre-trained network + cuts (weights frozen)",
 
 
 def _with_optimise(config: Config, label: str, **changes) -> Config:
-    data = config.model_dump(mode="json", exclude={"source"})
+    data = as_data(config)
     data["optimise"].update(changes)
     return parse_config(data, f"{config.source} ({label})")
 
