@@ -26,6 +26,7 @@ COMMANDS = [
     "zprime_grad.stages.commands.skim",
     "zprime_grad.stages.commands.validate",
     "zprime_grad.stages.commands.train",
+    "zprime_grad.stages.commands.fileset",
 ]
 _PACKAGE = Path(__file__).resolve().parent
 

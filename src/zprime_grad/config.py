@@ -239,7 +239,9 @@ class AdaptConfig(Strict):
 class GatewayConfig(Strict):
     """A dask-gateway server (a facility's, or a test's local one). Secrets never live in the config."""
 
-    address: str | None = Field(None, description="http(s):// URL of the gateway; None: dask config gateway.address")
+    address: str | None = Field(
+        None, description="https:// URL of the gateway (an http:// URL sends credentials in cleartext: only if "
+        "asked for explicitly); None: dask config gateway.address")
     proxy_address: str | None = Field(None, description="tcp:// scheduler proxy, when not on the gateway's port")
     auth: Literal["default", "basic", "kerberos", "jupyterhub"] = Field(
         "default", description="default: the dask config's gateway.auth.type")
@@ -257,13 +259,26 @@ class ClusterConfig(Strict):
 
     kind: Literal["local", "scheduler", "gateway"] = Field(
         "local", description="local: a LocalCluster on 127.0.0.1; scheduler: address; gateway: dask-gateway")
-    address: str | None = Field(None, description="tcp://host:8786, tls://host:8786 or gateway://host:port")
+    address: str | None = Field(
+        None, description="tcp://host:8786, tls://host:8786, gateway://host:port (the gateway over https) or "
+        "gateway+http://host:port (plain http, credentials in cleartext: only when asked for explicitly)")
     workers: int = Field(2, gt=0, description="LocalCluster workers; the default gateway scale")
+    dashboard: str | None = Field(
+        None, description="LocalCluster dashboard as [host]:port (127.0.0.1:8787; a port alone binds 127.0.0.1, "
+        "0.0.0.0:8787 every interface); None: no dashboard (the scheduler's /health endpoint on 127.0.0.1, any port)")
     tls: TLSConfig = Field(TLSConfig(), description="client certificates for a tls:// scheduler")
     gateway: GatewayConfig = GatewayConfig()
     timeout_s: float = Field(30.0, gt=0, description="connecting to the scheduler")
     wait_workers_s: float = Field(180.0, gt=0, description="waiting for the first (or the scaled) workers")
     check_versions: bool = Field(True, description="fail if workers run other zprime_grad/jax/coffea/dask versions")
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard_address(cls, value: str | None) -> str | None:
+        host, _, port = (value or "0").rpartition(":")
+        if not (port.isdigit() and int(port) <= 65535 and (host == "" or host.strip("[]") and " " not in host)):
+            raise ValueError("must be [host]:port, e.g. 127.0.0.1:8787 (or null: no dashboard)")
+        return value
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -462,10 +477,18 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a YAML config; ``None`` means the packaged default ``configs/zprime.yaml``."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
+    return parse_config(_read(path, ()), str(path))
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> dict:
+    """The mapping a config file means: its ``extends`` parent's raw mapping merged under its own (the
+    parent is validated only as part of the child, so an era default never overrides the child's era)."""
     try:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -473,10 +496,15 @@ def load_config(path: str | Path | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     base = data.pop("extends", None)
-    if base is not None:
-        parent = as_data(load_config(path.parent / base))
-        data = _merge(parent, data)
-    return parse_config(data, str(path))
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: field 'extends': a config file name (got {base!r})")
+    parent = (path.parent / base).resolve()
+    if parent in chain or parent == path.resolve():
+        raise ConfigError(f"{path}: field 'extends': {base} leads back to a config already in the chain "
+                          f"({' -> '.join(p.name for p in (*chain, path))} -> {base})")
+    return _merge(_read(path.parent / base, (*chain, path.resolve())), data)
 
 
 def _merge(base: dict, over: dict) -> dict:
