@@ -6,8 +6,12 @@ half); in ``reverse`` mode two (Σ h_c; then Σ VJP_c with the cotangent ∂f/�
 the optimiser state, and arrays shaped by the layout (checked on every reduction).
 
 Outputs in ``OUT/``: ``optimisation.json`` (per epoch: Z train/validation, gradient, θ, relaxation, wall
-time; rewritten each epoch), ``params.json`` (final θ with names, units, bounds), ``workspace.json``
-(the pyhf workspace of the final soft templates), ``checkpoint.pkl`` (see ``checkpoint``).
+time; rewritten each epoch), ``params.json`` (final θ with names, units, bounds, the run's config hash),
+``workspace.json`` (the pyhf workspace of the final soft templates), ``checkpoint.pkl`` (see
+``checkpoint``). ``params.json`` is the completion marker, written last. One run per ``OUT`` at a time
+(`atomic.exclusive`); a run first removes what a killed one left there, a fresh run sets the earlier
+run's outputs aside before it writes anything, and a resumed one its final outputs (``params.json``
+first): a run killed at any point leaves no ``params.json``.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ RUN_FIELDS_EXCLUDED = {"epochs", "backend", "fan_in"}  # do not change results
 
 
 def _processor_channels(config: Config):
-    from zprime_grad.skim.pipeline import make_processor
+    from zprime_grad.skim.runner import load_processor
 
-    return make_processor(config).channels
+    return load_processor(config.analysis.processor).channels
 
 
 @dataclass
@@ -220,11 +224,23 @@ def history_payload(problem: Problem, state: LoopState, backend) -> dict:
             "stopped": state.stopped, "best_epoch": state.best_epoch, "epochs": _cut_entries(problem, state.history)}
 
 
+FINAL_OUTPUTS = ("params.json", "workspace.json", "networks")  # written when a run ends; the marker first
+RUN_OUTPUTS = (*FINAL_OUTPUTS, "optimisation.json", checkpoint.FILENAME)
+
+
+def start_outputs(out: Path, *, resumed: bool) -> list[str]:
+    """Before a run writes anything: a fresh one sets every output of an earlier run aside (so its
+    history never sits beside another run's ``params.json``), a resumed one the final outputs (its
+    history and checkpoint continue). Returns what was set aside."""
+    return atomic.set_aside(out, FINAL_OUTPUTS if resumed else RUN_OUTPUTS)
+
+
 def params_payload(problem: Problem, state: LoopState, final: dict) -> dict:
     units = parameter_units(problem.layout)
     k = problem.layout.n_cut_params
     table = parameter_table(problem.layout)[:k]
-    payload = {"objective": problem.objective.kind, "epochs_run": state.epoch, "stopped": state.stopped,
+    payload = {"objective": problem.objective.kind, "config_hash": problem.config_hash,
+               "epochs_run": state.epoch, "stopped": state.stopped,
                **final,
                "parameters": [{"name": p.name, "value": float(v), "init": p.init, "unit": units.get(p.name, ""),
                                "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, state.theta)],
@@ -267,14 +283,22 @@ def optimise(config: Config, chunks, out, *, start: Start | None = None, resume:
     ``on_epoch``: called after every epoch (after ``optimisation.json`` is rewritten) with the loop state.
     The optimised network weights (``optimise.networks``) are written to ``OUT/networks/<name>.npz``.
     """
-    start = start or Start()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic.exclusive(out) as locked:
+        if locked:
+            atomic.remove_leftovers(out, names=RUN_OUTPUTS)
+        return _optimise(config, chunks, out, start=start or Start(), resume=resume, progress=progress,
+                         on_epoch=on_epoch)
+
+
+def _optimise(config: Config, chunks, out: Path, *, start: Start, resume: bool | str, progress: bool | None,
+              on_epoch: Callable[[LoopState], None] | None) -> dict:
     epochs = config.optimise.epochs
     problem = build_problem(config, chunks, networks=start.networks, start_values=start.values)
     if resume == "auto":
         resume = checkpoint.compatible(out, problem.config_hash)
     state = checkpoint.load(out, problem.config_hash) if resume else init_state(problem.theta0, problem.optimiser)
+    start_outputs(out, resumed=bool(resume))
     evaluator = Evaluator(chunks, problem)
     bar = terminal.bar(epochs, f"optimise{' ' + start.label if start.label else ''}", "epoch", progress=progress,
                        initial=state.epoch)

@@ -4,7 +4,10 @@ For θ* (``params.json``) and the baseline θ₀ (the reference analysis: the pr
 values): hard-cut histograms (`fill`) → ``histograms.root`` → cabinetry → ``workspace_{baseline,
 optimised}.json`` → expected discovery Z (Asimov) and an MLE fit with pulls (`inference`). The soft Z₀
 at θ* on the same half comes from the optimiser's own evaluation of the parity-1 templates
-(``params.json: z_valid_final``, the final relaxation). Everything is summarised in ``validation.json``.
+(``params.json: z_valid_final``, the final relaxation). Everything is summarised in ``validation.json``,
+the completion marker, written last (atomically). One validation per ``OUT`` at a time
+(`atomic.exclusive`); it first removes what a killed one left, then sets the earlier validation's
+outputs aside (``validation.json`` first), so a run killed at any point leaves no ``validation.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
-from zprime_grad import terminal
+from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
 from zprime_grad.model_table import ModelSettings
@@ -95,6 +98,8 @@ def yields(h, channels, processes) -> dict:
 
 
 MODES = ("runner", "dask-awkward")
+OUTPUTS = ("validation.json", "report.html", "histograms.root", "cabinetry", "plots",  # the marker first
+           *(f"workspace_{label}{kind}.json" for label in LABELS for kind in ("", "_optimiser_model")))
 
 
 def fill_histograms(config: Config, analysis, binning: Binning, thetas, source) -> tuple[dict, dict | None, str]:
@@ -125,13 +130,20 @@ def validate(config: Config, chunks, params, out, *, plots: bool | None = None,
     """Validate θ* (``params``: a ``params.json`` path or payload) against θ₀ with hard cuts on the
     held-out half of ``chunks`` (`zprime_grad.chunks`, or a `fill.FilesetInput`); writes
     ``OUT/validation.json``. ``plots``: None follows ``validation.plots``."""
+    out = Path(out)
+    with atomic.exclusive(out) as locked:
+        if locked:
+            atomic.remove_leftovers(out, names=OUTPUTS)
+        atomic.set_aside(out, OUTPUTS)  # nothing of an earlier validation next to this one's
+        return _validate(config, chunks, params, out, plots=plots, progress=progress)
+
+
+def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, progress: bool | None) -> dict:
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
     start = time.perf_counter()
     from_chunks = not isinstance(chunks, filling.FilesetInput)
     plots = config.validation.plots if plots is None else plots
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     analysis = make_processor(config, skim_options(config))
     binning, theta_opt, networks, payload = hard_cuts(config, analysis, params)
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
@@ -221,7 +233,7 @@ def validate(config: Config, chunks, params, out, *, plots: bool | None = None,
     summary["outputs"]["report"] = write_report(out, summary)
     bar.update(int(plots))
     bar.close()
-    save_json(out / "validation.json", summary)
+    atomic.write_json(out / "validation.json", summary)  # the completion marker, last
     return summary
 
 
