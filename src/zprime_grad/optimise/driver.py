@@ -42,9 +42,9 @@ RUN_FIELDS_EXCLUDED = {"epochs", "backend", "fan_in"}  # do not change results
 
 
 def _processor_channels(config: Config):
-    from zprime_grad.skim.runner import load_processor
+    from zprime_grad.skim.pipeline import make_processor
 
-    return load_processor(config.analysis.processor).channels
+    return make_processor(config).channels
 
 
 @dataclass
