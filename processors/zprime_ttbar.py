@@ -33,10 +33,12 @@ Channels (mutually exclusive), all at θ₀ = the reference analysis:
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zprime_grad.columns import DEFAULT_BUCKETS, file_sumw, make_chunk, mc_weight, parity
 from zprime_grad.era_inputs import EraInputs, default_inputs
@@ -79,6 +81,22 @@ CHANNELS = (
 )
 
 
+class Options(BaseModel):
+    """``analysis.options`` of this processor (validated like every config field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    met: Literal["PuppiMET", "MET"] | None = Field(None, description="MET collection; None: the era's")
+
+
+def _options(given: dict | None) -> Options:
+    try:
+        return Options.model_validate(given or {})
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        raise UserError(f"analysis.options.{field}: {e['msg']} (got {e.get('input')!r})") from None
+
+
 def channels_at(initial: dict[str, float], channels=CHANNELS) -> tuple[Channel, ...]:
     """The channels with the era's initial thresholds (θ₀) put into the cut declarations."""
     def cut(c):
@@ -95,9 +113,10 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
 
     def __init__(self, lumi_pb: float | None = None, *, buckets=DEFAULT_BUCKETS, config_hash: str = "",
                  inputs: EraInputs | None = None, options: dict | None = None):
-        if options:
-            raise UserError(f"analysis.options: the zprime_ttbar processor takes none (got {sorted(options)})")
+        self.options = _options(options)
         self.inputs = inputs if inputs is not None else default_inputs()
+        if self.options.met is not None:  # the analysis' MET choice over the era's
+            self.inputs = dataclasses.replace(self.inputs, era=self.inputs.era.model_copy(update={"met": (self.options.met,)}))
         self.lumi_pb = float(lumi_pb) if lumi_pb is not None else self.inputs.lumi_pb
         self.buckets = tuple(buckets)
         self.config_hash = config_hash

@@ -161,3 +161,14 @@ def test_run3_v12_names_resolve_on_a_file_written_with_them(tmp_path):
     assert chunk.n_events > 50
     era = eras.era("2022EE")
     assert processor_for("2022EE", tmp_path).channels[0].cuts[2].cuts[0].init == era.taggers["particlenet"].wp["M"]
+
+
+def test_processor_options_are_typed_and_reach_the_processor(tmp_path):
+    path = shared("nanoaod", "higgsdna", "DYJetsToLL--UL17_v6-v2_109_Skim.root")
+    assert processor_for("2017_UL", tmp_path).inputs.era.met == ("MET",)
+    chosen = processor_for("2017_UL", tmp_path, options={"met": "PuppiMET"})
+    assert chosen.inputs.era.met == ("PuppiMET",) and skim_file(chosen, path, xsec=1.0).provenance["entries_read"] == 100
+    with pytest.raises(UserError, match=r"analysis\.options\.met: Input should be 'PuppiMET' or 'MET' \(got 'TkMET'\)"):
+        processor_for("2017_UL", tmp_path, options={"met": "TkMET"})
+    with pytest.raises(UserError, match=r"analysis\.options\.btag: Extra inputs are not permitted"):
+        processor_for("2017_UL", tmp_path, options={"btag": "x"})
