@@ -4,8 +4,13 @@
 line ``--scheduler`` / ``--workers`` into one `ClusterConfig`; ``open_cluster`` / ``connect`` give
 ``(client, owned)``; a run's `stages.session.Session` is the one caller that opens a cluster.
 Addresses: ``tcp://host:port``, ``tls://host:port`` (certificates from ``cluster.tls``) and
-``gateway://host:port`` (or ``gateway://`` for the dask config's gateway). Only the address is
+``gateway://host:port`` (the gateway over https; ``gateway://`` alone: the dask config's gateway).
+Plain http, which sends the gateway credentials in cleartext, only when asked for by name:
+``gateway+http://host:port`` (or an ``http://`` URL in ``cluster.gateway.address``). Only the address is
 logged, never a certificate path, key or password.
+
+Secure by default: a LocalCluster's scheduler, nanny and worker listen on 127.0.0.1 only, and its
+dashboard is off unless ``cluster.dashboard`` asks for one (a port alone is 127.0.0.1's).
 
 On connect the workers must run the driver's versions of the packages that decide results and
 pickles (zprime_grad, jax, jaxlib, coffea, dask, distributed, awkward, numpy, Python): a stale
@@ -35,16 +40,23 @@ def scheme(address: str) -> str:
     return address.split("://", 1)[0] if "://" in address else ""
 
 
+GATEWAY_SCHEMES = {"gateway": "https", "gateway+http": "http"}  # address scheme -> the gateway's URL scheme
+
+
 def resolve(config: Config | None, *, scheduler: str | None = None, workers: int | None = None) -> ClusterConfig:
     """The effective cluster settings: ``scheduler`` (command line) > the ``cluster`` section;
     ``workers`` overrides ``cluster.workers``."""
     base = config.cluster if config is not None else ClusterConfig()
     address = scheduler or (base.address if base.kind != "local" else None)
-    kind = base.kind if address is None else ("gateway" if scheme(address) == "gateway" else "scheduler")
+    kind = base.kind if address is None else ("gateway" if scheme(address) in GATEWAY_SCHEMES else "scheduler")
+    if kind == "gateway" and address and scheme(address) == "gateway+http" and not address.split("://", 1)[1].strip("/"):
+        raise UserError("cluster.address: gateway+http:// needs the gateway's host:port (gateway:// alone is the dask "
+                        "config's gateway)")
     if kind == "scheduler" and not address:
         raise UserError("cluster.address: kind 'scheduler' needs an address (tcp://host:8786 or tls://host:8786)")
     if kind == "scheduler" and scheme(address) not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
-        raise UserError(f"cluster.address: '{address}' is not a scheduler address (tcp://, tls:// or gateway://)")
+        raise UserError(f"cluster.address: '{address}' is not a scheduler address (tcp://, tls://, gateway:// or "
+                        f"gateway+http://)")
     return base.model_copy(update={"kind": kind, "address": address,
                                    "workers": workers if workers is not None else base.workers})
 
@@ -185,9 +197,26 @@ def _local(settings: ClusterConfig):
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # scheduler, nannies and workers on 127.0.0.1; the scheduler's HTTP server (its /health, and the
+    # dashboard only when asked for) too: distributed binds a bare ":port" to 0.0.0.0, and with no
+    # address to 8787 on the scheduler's host
+    dashboard = dashboard_address(settings.dashboard)
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=":0", silence_logs=logging.CRITICAL)
+                           protocol="tcp://", dashboard_address=dashboard or "127.0.0.1:0",
+                           worker_dashboard_address=None, scheduler_kwargs={"dashboard": dashboard is not None},
+                           silence_logs=logging.CRITICAL)
+    if dashboard is not None:
+        log.info("cluster: LocalCluster dashboard at %s", cluster.dashboard_link)
     return Client(cluster), Owned(cluster)
+
+
+def dashboard_address(configured: str | None) -> str | None:
+    """``cluster.dashboard`` as distributed's ``dashboard_address``: a port alone (``8787``, ``:8787``)
+    is 127.0.0.1's; None stays None (no dashboard)."""
+    if configured is None:
+        return None
+    host, _, port = configured.rpartition(":")
+    return f"{host or '127.0.0.1'}:{port}"
 
 
 def _scheduler(settings: ClusterConfig):
@@ -203,11 +232,13 @@ def _scheduler(settings: ClusterConfig):
 
 
 def gateway_url(address: str | None) -> str | None:
-    """``gateway://host:port`` → ``http://host:port``; ``gateway://`` → None (the dask config's address)."""
-    if address is None or scheme(address) != "gateway":
+    """``gateway://host:port`` → ``https://host:port`` (TLS: the credentials are never sent in cleartext);
+    ``gateway+http://host:port`` → ``http://host:port`` (asked for by name); ``gateway://`` → None (the
+    dask config's ``gateway.address``)."""
+    if address is None or scheme(address) not in GATEWAY_SCHEMES:
         return address
     rest = address.split("://", 1)[1].rstrip("/")
-    return f"http://{rest}" if rest else None
+    return f"{GATEWAY_SCHEMES[scheme(address)]}://{rest}" if rest else None
 
 
 def _gateway_auth(settings: ClusterConfig):

@@ -211,7 +211,8 @@ def test_run_through_dask_gateway_matches_local_backend(generated, gateway, loca
     config = write_config(generated, tmp_path / "facility_gateway.yaml", kind="gateway",
                           gateway={"auth": "basic", "username": "zprime-test", "workers": 2})
     out = tmp_path / "out"
-    proc, wall = zprime_grad_run(config, out, generated.fileset, "--scheduler", f"gateway://{gateway}",
+    # the test gateway serves plain http on 127.0.0.1: asked for by name (gateway:// is https)
+    proc, wall = zprime_grad_run(config, out, generated.fileset, "--scheduler", f"gateway+http://{gateway}",
                                  "--epochs", str(EPOCHS))
     assert_same_results(out, local_run)
     assert f"dask-gateway http://{gateway}" in proc.stderr
