@@ -8,9 +8,12 @@ configuration:
         --set-file gateway.extraConfig.zprime=deploy/gateway/dask_gateway_config.py
 
 Every cluster's scheduler and workers run the zprime_grad image (deploy/Dockerfile: the lock file's
-versions), so `zprime-grad ... --scheduler gateway://HOST` passes the version check on connect.
-Users log in through JupyterHub; the hub's API token comes from the environment (the chart sets
-JUPYTERHUB_API_TOKEN), never from this file.
+versions) as its unprivileged user (uid 10001, no capabilities, no privilege escalation), so
+`zprime-grad ... --scheduler gateway://HOST:443` passes the version check on connect. Clients reach
+the gateway over https (gateway:// is https; TLS terminated by the chart's Traefik or the facility's
+ingress) and the schedulers through the gateway's proxy, which dask-gateway always runs over TLS with
+per-cluster certificates. Users log in through JupyterHub; the hub's API token comes from the
+environment (the chart sets JUPYTERHUB_API_TOKEN), never from this file.
 """
 
 # ``c`` is the traitlets config object the server provides when it loads this file.
@@ -33,11 +36,24 @@ c.KubeClusterConfig.worker_threads = 1  # one JAX computation per core: chunks a
 c.KubeClusterConfig.idle_timeout = 3600  # seconds without a client before a cluster is stopped
 c.KubeClusterConfig.cluster_max_workers = 200
 c.KubeClusterConfig.environment = {"OMP_NUM_THREADS": "1", "JAX_COMPILATION_CACHE_DIR": "/work/.cache/jax"}
+# scheduler and worker pods: the image's unprivileged user, no service-account token, no capabilities
+UNPRIVILEGED_POD = {
+    "automountServiceAccountToken": False,
+    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"}},
+}
+UNPRIVILEGED_CONTAINER = {"securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+c.KubeClusterConfig.scheduler_extra_pod_config = dict(UNPRIVILEGED_POD)
+c.KubeClusterConfig.scheduler_extra_container_config = dict(UNPRIVILEGED_CONTAINER)
 # the facility's shared work area (inputs, skim columns, outputs are read by path on the workers)
 c.KubeClusterConfig.worker_extra_pod_config = {
+    **UNPRIVILEGED_POD,
     "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "zprime-grad-work"}}],
 }
-c.KubeClusterConfig.worker_extra_container_config = {"volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+c.KubeClusterConfig.worker_extra_container_config = {
+    **UNPRIVILEGED_CONTAINER,
+    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+}
 
 
 def worker_options(options, user):
