@@ -40,9 +40,12 @@ detector that the shipped scale factors (correctionlib) correct, like real CMS s
   0.45·√ΣET ⊕ 6 GeV. ``sumEt`` is the visible ΣET.
 * Triggers: ``HLT_Mu50`` / ``HLT_TkMu50`` fire on a muon with plateau efficiency 93 % / 92 % and a
   2 GeV-wide turn-on at 50 GeV; ``HLT_IsoMu24`` needs pfRelIso04 < 0.15, 90 % plateau.
-  ``PV_npvs`` is 1 + Poisson(24), a label only.
+* Pile-up labels (``pileup.py``): ``Pileup_nTrueInt`` from a documented 2016-like MC profile,
+  ``Pileup_nPU`` ~ Poisson(nTrueInt), ``PV_npvs`` and ``fixedGridRhoFastjetAll`` from nPU. They are
+  labels only: no object above depends on pile-up (its effect on the MET resolution is the constant
+  term above), so a pile-up weight is a pure reweighting of ``Pileup_nTrueInt``.
 
-Pile-up and the underlying event are not simulated by default (see ``generate.underlying_event``).
+Pile-up particles and the underlying event are not simulated by default (see ``generate.underlying_event``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from zprime_grad.generate import detector, matching
+from zprime_grad.generate import detector, matching, pileup
 from zprime_grad.generate.truth import Truth
 
 FLOAT = np.float32
@@ -66,15 +66,19 @@ def _gen_part(truth: Truth) -> ak.Array:
 
 def reconstruct(
     truth: Truth, rng: np.random.Generator, first_event: int, *, is_data: bool = False,
-    extra_rng: np.random.Generator | None = None,
+    extra_rng: np.random.Generator | None = None, pileup_rng: np.random.Generator | None = None,
 ) -> dict:
     """All Events branches of one batch: ``{name: flat array}`` and ``{Collection: jagged records}``.
 
     ``rng`` draws every branch that existed before the AGC's; ``extra_rng`` (default: a child spawned
-    from ``rng``'s seed sequence, which leaves ``rng``'s stream untouched) draws CSVv2, ip3d, sip3d."""
+    from ``rng``'s seed sequence, which leaves ``rng``'s stream untouched) draws CSVv2, ip3d, sip3d;
+    ``pileup_rng`` (default: another such child) the pile-up labels (``pileup.py``): ``Pileup_nTrueInt``,
+    ``Pileup_nPU``, ``PV_npvs``, ``fixedGridRhoFastjetAll``."""
     n = truth.n_events
     if extra_rng is None:
         extra_rng = rng.spawn(1)[0]
+    if pileup_rng is None:
+        pileup_rng = rng.spawn(1)[0]
     muons, muon_idx = detector.leptons(truth, 13, rng)
     electrons, electron_idx = detector.leptons(truth, 11, rng)
     jets, _, kept_gen_jets = detector.jets_ak4(truth, rng, extra_rng)
@@ -84,11 +88,16 @@ def reconstruct(
     met = detector.missing_et(truth, jets, kept_gen_jets, [(muons, muon_idx), (electrons, electron_idx)], rng)
     _cross_reference(muons, jets, "muon")
     _cross_reference(electrons, jets, "electron")
+    # Until version 3, PV_npvs was 1 + Poisson(24) drawn here from `rng`: the draw is kept (and discarded)
+    # so that `rng`'s stream, and every branch drawn from it after this point, stays what it was.
+    rng.poisson(24.0, n)
+    labels = pileup.draw_mc(n, pileup_rng)
     branches: dict = {
         "run": np.ones(n, np.uint32),
         "luminosityBlock": (1 + (first_event + np.arange(n)) // 1000).astype(np.uint32),
         "event": (first_event + np.arange(n)).astype(np.uint64),
-        "PV_npvs": (1 + rng.poisson(24.0, n)).astype(np.int32),
+        "PV_npvs": labels["PV_npvs"],
+        "fixedGridRhoFastjetAll": labels["fixedGridRhoFastjetAll"],
         **{k: np.asarray(v, np.bool_) for k, v in detector.triggers(muons, rng).items()},
         **{k: np.asarray(v, FLOAT) for k, v in met.items()},
         "Muon": _collection(muons.fields, muons.counts),
@@ -98,6 +107,8 @@ def reconstruct(
     }
     if not is_data:
         branches["genWeight"] = truth.weight.astype(FLOAT)
+        branches["Pileup_nTrueInt"] = labels["Pileup_nTrueInt"]
+        branches["Pileup_nPU"] = labels["Pileup_nPU"]
         branches["GenPart"] = _gen_part(truth)
     return branches
 

@@ -6,7 +6,9 @@ file is never regenerated for the same settings and a changed setting never reus
 Each file has its own seeds, derived from (global seed, sample, file index) with numpy's
 SeedSequence: Pythia's and the detector's random streams are independent and reproducible. The
 branches added for the AGC analysis (version 3: CSVv2, lepton ip3d/sip3d) draw from a third child of
-the same sequence, so every branch that existed before has the values it had in version 2.
+the same sequence, so every branch that existed before has the values it had in version 2. Likewise the
+pile-up labels of version 4 (``Pileup_nTrueInt``, ``Pileup_nPU``, ``PV_npvs``, ``fixedGridRhoFastjetAll``;
+``pileup.py``) draw from a fourth child: every other branch has its version-3 values.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from zprime_grad import atomic
 from zprime_grad.config import SampleConfig
 
 # Bump when the detector model or the NanoAOD layout changes: it invalidates every cached file.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 EXTRA_STREAM = 2  # spawn key of the AGC quantities' stream (0: Pythia, 1: the detector)
+PILEUP_STREAM = 3  # spawn key of the pile-up labels' stream (version 4)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class FileJob:
         """The seed sequence of the branches added after version 2 (independent of ``seeds()``)."""
         return np.random.SeedSequence(self._entropy(), spawn_key=(EXTRA_STREAM,))
 
+    def pileup_seed(self) -> np.random.SeedSequence:
+        """The seed sequence of the pile-up labels (version 4; independent of the others)."""
+        return np.random.SeedSequence(self._entropy(), spawn_key=(PILEUP_STREAM,))
+
 
 def cached_summary(job: FileJob) -> dict | None:
     """The summary of a finished file with these exact settings, or None."""
@@ -102,6 +109,7 @@ def generate_file(job: FileJob, progress=None) -> dict:
     charge_of = pythia.particleData.charge
     rng = np.random.default_rng(detector_seed)
     extra_rng = np.random.default_rng(job.extra_seed())
+    pileup_rng = np.random.default_rng(job.pileup_seed())
 
     start, batches, done = time.perf_counter(), [], 0
     first_event = job.file_index * 10_000_000
@@ -111,7 +119,7 @@ def generate_file(job: FileJob, progress=None) -> dict:
         if len(batch) == 0:
             raise RuntimeError(f"Pythia produced no events for sample {job.sample}")
         batches.append(nanoaod.reconstruct(truth.from_batch(batch, charge_of), rng, first_event + done,
-                                              extra_rng=extra_rng))
+                                              extra_rng=extra_rng, pileup_rng=pileup_rng))
         done += len(batch)
         if progress is not None:
             progress.put((job.sample, len(batch)))
