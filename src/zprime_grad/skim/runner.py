@@ -196,8 +196,11 @@ def _unreadable(failed: list, treename: str, names) -> dict:
 
 
 def runner(executor: str, workers: int, chunksize: int):
+    """A Runner with a metadata cache of its own: coffea's default one, shared by the whole process and keyed
+    by (dataset, file, tree), would give a dataset skimmed again its earlier fileset metadata (the Σ
+    genWeight from before a bad file was dropped, an xsec since changed)."""
     return coffea_processor.Runner(_executor(executor, workers), schema=NanoAODSchema, chunksize=chunksize,
-                                   savemetrics=True)
+                                   savemetrics=True, metadata_cache={})
 
 
 def _guarded(call):
