@@ -21,7 +21,7 @@ from zprime_grad.config import Config, SkimConfig
 from zprime_grad.era_inputs import era_inputs
 from zprime_grad.errors import UserError
 from zprime_grad.skim import store
-from zprime_grad.skim.fileset import check_files, fileset_fingerprint, fill_sumw, load_fileset
+from zprime_grad.skim.fileset import check_files, fileset_fingerprint, load_fileset
 from zprime_grad.skim.resident import ResidentChunks, run_dask
 from zprime_grad.skim.runner import SkimResult, load_processor, run_local
 
@@ -60,18 +60,17 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,
     """Skim with the chosen executor. ``dask``: returns a handle to chunks that stay on the workers."""
     processor = make_processor(config, options)
     fileset, bad = check_files(load_fileset(fileset), processor, skip_bad_files=options.skip_bad_files)
-    if options.executor != "dask":  # Σ genWeight filled there, without the files that fail in reading
+    # Σ genWeight is filled by either, without the files that fail in reading
+    if options.executor != "dask":
         result = run_local(fileset, processor, executor=options.executor, workers=options.workers,
                            chunksize=options.chunksize, treename=options.treename, progress=progress,
                            skip_bad_files=options.skip_bad_files)
-        result.bad_files = bad + result.bad_files
-        return result
-    fileset = fill_sumw(fileset, skip_bad_files=options.skip_bad_files, bad=bad)
-    if client is None:
+    elif client is None:
         raise UserError("skim: the dask executor needs a Dask client (a Session opens the run's cluster)")
-    result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
-                      retries=options.retries)
-    result.bad_files = bad
+    else:
+        result = run_dask(fileset, processor, client, chunksize=options.chunksize, treename=options.treename,
+                          retries=options.retries, skip_bad_files=options.skip_bad_files)
+    result.bad_files = bad + result.bad_files
     return result
 
 
