@@ -54,14 +54,50 @@ def write_json(path: str | Path, payload, **dumps) -> None:
 
 
 # ------------------------------------------------------------------------------------ output directories
+def writable_directory(directory: str | Path, what: str = "output directory") -> Path:
+    """``directory``, created if needed, once a file could be written in it: else one line naming it and
+    why (a file in its place, read-only file system, no permission, disk full), before any work starts."""
+    from zprime_grad.errors import UserError
+
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory}: the {what} is an existing file, not a directory")
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:  # a block, flushed to the file system: a full disk fails here
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        where = directory if err.filename in (None, str(probe)) else err.filename  # the probe's name says nothing
+        raise UserError(f"{where}: cannot create or write the {what} ({err.strerror})") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return directory
+
+
+def writable_file(path: str | Path, what: str = "output file") -> Path:
+    """An output file's path: not a directory, its directory writable (`writable_directory`)."""
+    from zprime_grad.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: the {what} is an existing directory")
+    writable_directory(path.parent, f"directory of the {what} {path}")
+    return path
+
+
 @contextmanager
 def exclusive(directory: str | Path) -> Iterator[bool]:
     """Hold ``directory`` (created if needed) for one run: an exclusive ``flock`` on the directory itself
     (no lock file; released when the block ends or the process dies), so a second run of the same
     directory waits for the first. Yields False where the file system has no such locks (some network
     mounts): the run goes on unlocked, and nothing may then be removed as left over."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = writable_directory(directory)
     fd = os.open(directory, os.O_RDONLY)
     try:
         try:

@@ -13,8 +13,13 @@ shows while it runs (bars, captured third-party chatter, ``-v``/``-q``) is `zpri
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func``.
@@ -71,17 +76,43 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
     source.add_argument("--fileset", help="a coffea fileset JSON: skim it first (on a cluster the chunks stay on the workers)")
     parser.add_argument("--backend", choices=("local", "dask"), default=None, help="default: optimise.backend")
-    parser.add_argument("--workers", type=int, default=None, help="LocalCluster workers (dask)")
+    parser.add_argument("--workers", type=workers_type(), default=None, help="LocalCluster workers (dask)")
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://, tls://, gateway://)")
 
 
+def workers_type():
+    from zprime_grad.limits import CLUSTER_WORKERS_MAX, integer
+
+    return integer(1, CLUSTER_WORKERS_MAX)
+
+
+def epochs_type():
+    from zprime_grad.limits import EPOCHS_MAX, integer
+
+    return integer(0, EPOCHS_MAX)
+
+
+# what the file system says about a path the user gave: theirs to act on, never a bug of ours
+USER_OS_ERRORS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                            errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP})
+
+
 def _actionable(err: Exception) -> bool:
-    """A UserError, a missing file, or a bad config (only a command that loaded the config, with its
-    pydantic models, can raise ConfigError: commands that need no config never import it)."""
+    """A UserError, an OS error about a named path (missing, read-only, no permission, disk full …), or a
+    bad config (only a command that loaded the config, with its pydantic models, can raise ConfigError:
+    commands that need no config never import it)."""
     from zprime_grad.errors import UserError
 
     config = sys.modules.get("zprime_grad.config")
-    return isinstance(err, (UserError, FileNotFoundError)) or (config is not None and isinstance(err, config.ConfigError))
+    return (isinstance(err, (UserError, FileNotFoundError))
+            or (isinstance(err, OSError) and err.errno in USER_OS_ERRORS)
+            or (config is not None and isinstance(err, config.ConfigError)))
+
+
+def _message(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,16 +120,39 @@ def main(argv: list[str] | None = None) -> int:
     from zprime_grad import terminal
 
     try:
-        with terminal.session(args.verbosity):
+        with terminal.session(args.verbosity), _ctrl_c():
             return int(args.func(args) or 0)
     except Exception as err:
         if not _actionable(err):
             raise
-        print(f"zprime-grad {args.command}: error: {err}", file=sys.stderr)
+        print(f"zprime-grad {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"zprime-grad {args.command}: interrupted; completed outputs are kept", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _ctrl_c():
+    """Ctrl-C while a command runs: a KeyboardInterrupt that a C callback swallowed (Python reports it as
+    'Exception ignored', e.g. inside llvmlite's JIT, and goes on) is sent again, silently, until one reaches
+    the command, so the first Ctrl-C stops it. Outside the main thread: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unraisable(info, previous=sys.unraisablehook):
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            # lost in a callback: once more, from another thread, once the callback has returned
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        else:
+            previous(info)
+
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":

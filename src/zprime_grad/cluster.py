@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -204,10 +206,18 @@ def _local(settings: ClusterConfig):
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            protocol="tcp://", dashboard_address=dashboard or "127.0.0.1:0",
                            worker_dashboard_address=None, scheduler_kwargs={"dashboard": dashboard is not None},
-                           silence_logs=logging.CRITICAL)
+                           silence_logs=logging.CRITICAL, preload=[__name__])  # dask_setup: workers ignore Ctrl-C
     if dashboard is not None:
         log.info("cluster: LocalCluster dashboard at %s", cluster.dashboard_link)
     return Client(cluster), Owned(cluster)
+
+
+def dask_setup(worker) -> None:
+    """Worker preload of the LocalCluster: its worker processes ignore SIGINT. A Ctrl-C in the terminal goes
+    to the whole process group; the driver alone stops (its KeyboardInterrupt closes the cluster) instead of
+    every worker printing a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dashboard_address(configured: str | None) -> str | None:

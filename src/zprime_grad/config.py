@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_serializer,
                       model_validator)
+
+from zprime_grad.limits import (CHUNKSIZE_MAX, CLUSTER_WORKERS_MAX, EPOCHS_MAX, EVENTS_MAX, FLOAT32_MAX,
+                                POOL_WORKERS_MAX, SEED_MAX, STEP_MAX, XSEC_MAX_PB)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "zprime.yaml"
 
@@ -25,7 +28,15 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every section: unknown fields are errors, numbers must be finite (no NaN or infinity anywhere, dict
+    values and tuple elements included), booleans must be booleans (``StrictBool``: no "false" string)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def at(field: str, message: str) -> ValueError:
+    """A model validator's error about one of its fields: `_format_errors` names ``section.field``."""
+    return ValueError(f"@{field}: {message}")
 
 
 # --------------------------------------------------------------------------------------------- generate
@@ -41,17 +52,19 @@ class SampleConfig(Strict):
     process: str | None = Field(None, description="process name in the fit; defaults to the sample name")
     xsec_pb: float | None = Field(
         None,
-        gt=0,
+        gt=0, le=XSEC_MAX_PB,
         description="cross section before the forced decays in pb; None: Pythia's own sigma x k_factor",
     )
-    k_factor: float = Field(1.0, gt=0)
-    mass: float = Field(2000.0, gt=0, description="Z' pole mass in GeV (kind=zprime)")
-    width: float = Field(20.0, gt=0, description="Z' total width in GeV (kind=zprime)")
-    pthat_min: float = Field(0.0, ge=0, description="PhaseSpace:pTHatMin in GeV")
-    pthat_max: float | None = Field(None, gt=0, description="PhaseSpace:pTHatMax in GeV (a slice)")
-    bias_pow: float = Field(0.0, ge=0, description="PhaseSpace:bias2SelectionPow; 0 switches biasing off")
-    bias_ref: float = Field(100.0, gt=0, description="PhaseSpace:bias2SelectionRef in GeV")
-    events_scale: float = Field(1.0, gt=0, description="this sample generates events_scale x generate.events")
+    k_factor: float = Field(1.0, gt=0, le=100)
+    mass: float = Field(2000.0, gt=0, description="Z' pole mass in GeV (kind=zprime; below generate.sqrt_s for every kind)")
+    width: float = Field(20.0, gt=0, description="Z' total width in GeV (kind=zprime), below its mass")
+    pthat_min: float = Field(0.0, ge=0, description="PhaseSpace:pTHatMin in GeV, below sqrt_s / 2")
+    pthat_max: float | None = Field(None, gt=0, description="PhaseSpace:pTHatMax in GeV (a slice), above "
+                                    "pthat_min and at most sqrt_s / 2")
+    bias_pow: float = Field(0.0, ge=0, le=10, description="PhaseSpace:bias2SelectionPow (Pythia: 0-10); 0 switches "
+                            "biasing off")
+    bias_ref: float = Field(100.0, ge=1, description="PhaseSpace:bias2SelectionRef in GeV (Pythia: at least 1)")
+    events_scale: float = Field(1.0, gt=0, le=1000, description="this sample generates events_scale x generate.events")
     variation: str = Field(
         NOMINAL_VARIATION, pattern=r"^[A-Za-z0-9_]+$",
         description="the dataset's variation (fileset metadata 'variation'): 'nominal', or the name of a "
@@ -77,6 +90,10 @@ class SampleConfig(Strict):
         if self.scale_multiplier != 1.0 and self.variation == NOMINAL_VARIATION:
             raise ValueError("a sample with scale_multiplier != 1 is a systematic variation: give it a "
                              "variation name other than 'nominal' (e.g. scaleup / scaledown)")
+        if self.pthat_max is not None and not self.pthat_max > self.pthat_min:
+            raise at("pthat_min", f"pthat_min = {self.pthat_min} must be below pthat_max = {self.pthat_max}")
+        if not self.width < self.mass:
+            raise at("width", f"must be below the mass, {self.mass} GeV (got {self.width})")
         return self
 
     @model_serializer(mode="wrap")
@@ -93,24 +110,24 @@ class SampleConfig(Strict):
 class PseudoDataConfig(Strict):
     """Pseudo-data: a Poisson realisation of the MC prediction at the configured luminosity."""
 
-    enabled: bool = True
-    signal_strength: float = Field(0.0, ge=0, description="injected mu for the signal samples")
-    stream_filter: bool = Field(
+    enabled: StrictBool = True
+    signal_strength: float = Field(0.0, ge=0, le=1000, description="injected mu for the signal samples")
+    stream_filter: StrictBool = Field(
         True, description="keep only triggered events with a muon and a fat jet above the thresholds (a skim)"
     )
-    muon_pt_min: float = Field(50.0, ge=0)
-    fatjet_pt_min: float = Field(200.0, ge=0)
+    muon_pt_min: float = Field(50.0, ge=0, description="GeV, below generate.sqrt_s / 2")
+    fatjet_pt_min: float = Field(200.0, ge=0, description="GeV, below generate.sqrt_s / 2")
 
 
 class GenerateConfig(Strict):
     out: str = "data/generated"
-    events: int = Field(10000, gt=0, description="events per MC sample")
-    events_per_file: int = Field(5000, gt=0)
-    batch_size: int = Field(500, gt=0, description="events per Pythia nextBatch call")
-    seed: int = Field(42, ge=0)
-    workers: int = Field(2, gt=0)
-    sqrt_s: float = Field(13000.0, gt=0)
-    underlying_event: bool = Field(
+    events: int = Field(15000, gt=0, le=EVENTS_MAX, description="events per MC sample (x its events_scale)")
+    events_per_file: int = Field(5000, gt=0, le=10**8)
+    batch_size: int = Field(500, gt=0, le=100_000, description="events per Pythia nextBatch call")
+    seed: int = Field(42, ge=0, le=SEED_MAX)
+    workers: int = Field(2, gt=0, le=POOL_WORKERS_MAX)
+    sqrt_s: float = Field(13000.0, gt=0, le=1e6, description="centre-of-mass energy in GeV")
+    underlying_event: StrictBool = Field(
         False, description="Pythia multiparton interactions; 5x slower, see generate/pythia.py"
     )
     samples: dict[str, SampleConfig]
@@ -122,7 +139,18 @@ class GenerateConfig(Strict):
         [min, inf). A two-point variation (``variation`` != nominal) is its own group: its samples tile
         the phase space again, independently of the nominal ones."""
         if not self.samples:
-            raise ValueError("at least one sample is required")
+            raise at("samples", "at least one sample is required")
+        for name, sample in self.samples.items():  # kinematics within the collision's energy
+            if not sample.mass < self.sqrt_s:
+                raise at(f"samples.{name}.mass", f"must be below sqrt_s = {self.sqrt_s} GeV (got {sample.mass})")
+            for field in ("pthat_min", "pthat_max", "bias_ref"):
+                value = getattr(sample, field)
+                if value is not None and not value <= self.sqrt_s / 2:
+                    raise at(f"samples.{name}.{field}", f"at most sqrt_s / 2 = {self.sqrt_s / 2} GeV (got {value})")
+        for field in ("muon_pt_min", "fatjet_pt_min"):
+            if not getattr(self.data, field) < self.sqrt_s / 2:
+                raise at(f"data.{field}", f"must be below sqrt_s / 2 = {self.sqrt_s / 2} GeV "
+                                          f"(got {getattr(self.data, field)})")
         by_process: dict[tuple[str, str], list[tuple[str, SampleConfig]]] = {}
         for name, sample in self.samples.items():
             by_process.setdefault((sample.process or name, sample.variation), []).append((name, sample))
@@ -132,17 +160,16 @@ class GenerateConfig(Strict):
             process = process_name if variation == NOMINAL_VARIATION else f"{process_name} ({variation})"
             names = [n for n, _ in slices]
             if len({(s.kind, s.xsec_pb, s.k_factor, s.scale_multiplier) for _, s in slices}) != 1:
-                raise ValueError(f"slices {names} of process {process!r} need the same kind, xsec_pb, k_factor, "
-                                 "scale_multiplier")
+                raise at("samples", f"slices {names} of process {process!r} need the same kind, xsec_pb, "
+                                    "k_factor, scale_multiplier")
             ordered = sorted(slices, key=lambda item: item[1].pthat_min)
             for (lo_name, lo), (hi_name, hi) in zip(ordered, ordered[1:]):
                 if lo.pthat_max != hi.pthat_min:
-                    raise ValueError(
-                        f"slices {lo_name!r} (pthat_max={lo.pthat_max}) and {hi_name!r} "
-                        f"(pthat_min={hi.pthat_min}) of process {process!r} must meet"
-                    )
+                    raise at("samples", f"slices {lo_name!r} (pthat_max={lo.pthat_max}) and {hi_name!r} "
+                                        f"(pthat_min={hi.pthat_min}) of process {process!r} must meet")
             if ordered[-1][1].pthat_max is not None:
-                raise ValueError(f"the last slice of process {process!r} must have no pthat_max")
+                raise at(f"samples.{ordered[-1][0]}.pthat_max",
+                         f"the last slice of process {process!r} must have no pthat_max")
         return self
 
 
@@ -151,22 +178,24 @@ class SkimConfig(Strict):
     """How the skim runs (zprime-grad skim; Analysis.skim). Only chunksize and buckets change results."""
 
     executor: Literal["iterative", "futures", "dask"] = "futures"
-    workers: int = Field(2, gt=0, description="futures processes (a Dask cluster is the cluster section's)")
-    chunksize: int = Field(100_000, gt=0, description="entries per coffea chunk")
+    workers: int = Field(2, gt=0, le=POOL_WORKERS_MAX, description="futures processes (a Dask cluster is the cluster "
+                         "section's)")
+    chunksize: int = Field(100_000, gt=0, le=CHUNKSIZE_MAX, description="entries per coffea chunk")
     buckets: tuple[int, ...] = Field(
-        (256, 1024, 4096, 16384, 65536), description="chunk lengths are padded up to one of these (JAX shapes)"
+        (256, 1024, 4096, 16384, 65536), description="chunk lengths are padded up to one of these (JAX shapes), "
+        f"each 1 to {2**24}"
     )
     treename: str = "Events"
-    skip_bad_files: bool = False
-    retries: int = Field(3, ge=0, description="Dask task retries")
+    skip_bad_files: StrictBool = False
+    retries: int = Field(3, ge=0, le=100, description="Dask task retries")
     persist: str | None = Field(
         None, description="fsspec URL (file://, s3://, root://) where a cluster run also keeps its skim, and a later "
         "run with the same config and inputs reads it from; read and written by the workers only")
 
     @model_validator(mode="after")
     def _buckets_positive(self) -> "SkimConfig":
-        if not self.buckets or min(self.buckets) <= 0:
-            raise ValueError("buckets must be a non-empty list of positive lengths")
+        if not self.buckets or not all(0 < b <= 2**24 for b in self.buckets):
+            raise at("buckets", f"must be a non-empty list of lengths from 1 to {2**24} (got {list(self.buckets)})")
         return self
 
 
@@ -174,11 +203,11 @@ class SkimConfig(Strict):
 class RelaxationConfig(Strict):
     """Soft-cut sigmoid slope and KDE bandwidth (fraction of the bin width), annealed geometrically."""
 
-    slope_start: float = Field(10.0, gt=0, description="sigmoid slope in units of each cut's scale, epoch 0")
-    slope_end: float = Field(30.0, gt=0)
-    bandwidth_start: float = Field(0.3, gt=0, description="KDE bandwidth / bin width, epoch 0")
-    bandwidth_end: float = Field(0.1, gt=0)
-    anneal_epochs: int = Field(30, ge=0, description="epochs from start to end values (then held)")
+    slope_start: float = Field(5.0, gt=0, le=1000, description="sigmoid slope in units of each cut's scale, epoch 0")
+    slope_end: float = Field(20.0, gt=0, le=1000)
+    bandwidth_start: float = Field(0.5, gt=0, le=100, description="KDE bandwidth / bin width, epoch 0")
+    bandwidth_end: float = Field(0.15, gt=0, le=100)
+    anneal_epochs: int = Field(30, ge=0, le=EPOCHS_MAX, description="epochs from start to end values (then held)")
 
 
 class TLSConfig(Strict):
@@ -189,30 +218,37 @@ class TLSConfig(Strict):
     key: str | None = None
 
 
+# the zprime_ttbar processor's tagger-score and top-pT thresholds (configs/zprime.yaml says why)
+DEFAULT_LEARNING_RATES = {"top_pt_threshold": 0.3, "btag_threshold": 0.005, "toptag_threshold": 0.005}
+
+
 class OptimiseConfig(Strict):
     """The gradient-based cut optimisation (zprime-grad optimise; Analysis.optimise)."""
 
-    epochs: int = Field(40, ge=0)
+    epochs: int = Field(40, ge=0, le=EPOCHS_MAX)
     objective: Literal["discovery", "cls", "mu_uncertainty"] = "discovery"
     gradient: Literal["auto", "forward", "reverse"] = "auto"
     forward_max_params: int = Field(32, gt=0, description="auto: forward mode up to this many parameters")
-    learning_rate: float = Field(0.05, gt=0, description="Adam step, in units of each parameter's scale")
-    learning_rates: dict[str, float] = Field(default_factory=dict, description="per-parameter overrides")
+    learning_rate: float = Field(0.05, gt=0, le=STEP_MAX, description="Adam step, in units of each parameter's scale")
+    learning_rates: dict[str, Annotated[float, Field(gt=0, le=STEP_MAX)]] = Field(
+        default_factory=lambda: dict(DEFAULT_LEARNING_RATES),
+        description="per-parameter overrides (the default: the zprime_ttbar processor's tagger and top-pT thresholds)")
     observable: str | None = Field(
         "mtt", description="the fit observable of every channel; None: each channel's own (the processor declares it)")
-    bins: int = Field(10, gt=0)
-    range: tuple[float, float] = (200.0, 3000.0)
+    bins: int = Field(10, gt=0, le=10_000)
+    range: tuple[float, float] = Field((200.0, 3000.0), description="(low, high) of the observable, low < high")
     kde_method: Literal["dense", "local"] = "dense"
     relaxation: RelaxationConfig = RelaxationConfig()
     signal: str = Field("zprime", description="the process scaled by the POI mu")
     free_backgrounds: tuple[str, ...] = Field(("ttbar", "wjets"), description="normfactors fitted in the CRs")
-    xsec_uncertainty: dict[str, float] = Field(default_factory=lambda: {"single_top": 0.15})
-    default_xsec_uncertainty: float = Field(0.15, ge=0, description="other minor backgrounds")
-    background_floor: float = Field(1e-3, ge=0, description="events added per bin to every background")
+    xsec_uncertainty: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: {"single_top": 0.15}, description="relative, per minor background (0 to < 1)")
+    default_xsec_uncertainty: float = Field(0.15, ge=0, lt=1, description="other minor backgrounds (relative)")
+    background_floor: float = Field(1e-3, ge=0, le=100, description="events added per bin to every background")
     patience: int = Field(10, gt=0, description="early stop after this many epochs without improvement")
-    min_delta: float = Field(1e-4, ge=0, description="relative improvement of train Z0 that counts")
+    min_delta: float = Field(1e-4, ge=0, lt=1, description="relative improvement of train Z0 that counts")
     lr_shrink: float = Field(0.5, gt=0, lt=1, description="learning-rate factor after a non-finite step")
-    max_rejections: int = Field(8, gt=0)
+    max_rejections: int = Field(8, gt=0, le=1000)
     backend: Literal["local", "dask"] = Field(
         "local", description="local: chunks in this process; dask: on the cluster section's cluster (implied by a scheduler)")
     fan_in: int = Field(8, ge=2, description="tree-reduction fan-in on the cluster")
@@ -223,8 +259,10 @@ class OptimiseConfig(Strict):
 
     @model_validator(mode="after")
     def _range_ordered(self) -> "OptimiseConfig":
-        if not self.range[0] < self.range[1]:
-            raise ValueError("range must be (low, high) with low < high")
+        low, high = self.range
+        if not (low < high and max(abs(low), abs(high)) <= FLOAT32_MAX):
+            raise at("range", f"must be (low, high) with low < high, within float32's +-{FLOAT32_MAX:.4g} (the "
+                              f"columns') (got {list(self.range)})")
         return self
 
 
@@ -232,8 +270,14 @@ class OptimiseConfig(Strict):
 class AdaptConfig(Strict):
     """Adaptive scaling of a dask-gateway cluster."""
 
-    minimum: int = Field(0, ge=0)
-    maximum: int = Field(4, gt=0)
+    minimum: int = Field(0, ge=0, le=CLUSTER_WORKERS_MAX)
+    maximum: int = Field(4, gt=0, le=CLUSTER_WORKERS_MAX)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AdaptConfig":
+        if self.minimum > self.maximum:
+            raise at("minimum", f"must not exceed maximum = {self.maximum} (got {self.minimum})")
+        return self
 
 
 class GatewayConfig(Strict):
@@ -249,9 +293,10 @@ class GatewayConfig(Strict):
     password_env: str = Field("DASK_GATEWAY_PASSWORD", description="environment variable holding the basic password")
     cluster_name: str | None = Field(None, description="connect to this running cluster instead of starting one")
     options: dict[str, Any] = Field(default_factory=dict, description="cluster options (gateway.cluster_options())")
-    workers: int | None = Field(None, gt=0, description="scale to this many workers (default: cluster.workers)")
+    workers: int | None = Field(None, gt=0, le=CLUSTER_WORKERS_MAX,
+                                description="scale to this many workers (default: cluster.workers)")
     adapt: AdaptConfig | None = Field(None, description="adaptive scaling instead of a fixed scale")
-    shutdown: bool = Field(True, description="shut down a cluster this run started when it ends")
+    shutdown: StrictBool = Field(True, description="shut down a cluster this run started when it ends")
 
 
 class ClusterConfig(Strict):
@@ -262,15 +307,15 @@ class ClusterConfig(Strict):
     address: str | None = Field(
         None, description="tcp://host:8786, tls://host:8786, gateway://host:port (the gateway over https) or "
         "gateway+http://host:port (plain http, credentials in cleartext: only when asked for explicitly)")
-    workers: int = Field(2, gt=0, description="LocalCluster workers; the default gateway scale")
+    workers: int = Field(2, gt=0, le=CLUSTER_WORKERS_MAX, description="LocalCluster workers; the default gateway scale")
     dashboard: str | None = Field(
         None, description="LocalCluster dashboard as [host]:port (127.0.0.1:8787; a port alone binds 127.0.0.1, "
         "0.0.0.0:8787 every interface); None: no dashboard (the scheduler's /health endpoint on 127.0.0.1, any port)")
     tls: TLSConfig = Field(TLSConfig(), description="client certificates for a tls:// scheduler")
     gateway: GatewayConfig = GatewayConfig()
-    timeout_s: float = Field(30.0, gt=0, description="connecting to the scheduler")
-    wait_workers_s: float = Field(180.0, gt=0, description="waiting for the first (or the scaled) workers")
-    check_versions: bool = Field(True, description="fail if workers run other zprime_grad/jax/coffea/dask versions")
+    timeout_s: float = Field(30.0, gt=0, le=86_400, description="connecting to the scheduler (at most a day)")
+    wait_workers_s: float = Field(180.0, gt=0, le=86_400, description="waiting for the first (or the scaled) workers")
+    check_versions: StrictBool = Field(True, description="fail if workers run other zprime_grad/jax/coffea/dask versions")
 
     @field_validator("dashboard")
     @classmethod
@@ -285,12 +330,12 @@ class ClusterConfig(Strict):
 class ModelTrainConfig(Strict):
     """Pre-training (zprime-grad train): weighted cross-entropy on the even events, full batch, Adam."""
 
-    epochs: int = Field(300, ge=0)
-    learning_rate: float = Field(0.01, gt=0)
+    epochs: int = Field(300, ge=0, le=EPOCHS_MAX)
+    learning_rate: float = Field(0.01, gt=0, le=STEP_MAX)
     patience: int = Field(30, gt=0, description="stop after this many epochs without a better validation loss")
-    min_delta: float = Field(1e-5, ge=0, description="relative improvement of the validation loss that counts")
+    min_delta: float = Field(1e-5, ge=0, lt=1, description="relative improvement of the validation loss that counts")
     validation_fraction: float = Field(0.25, gt=0, lt=1, description="share of the even events held out for early stopping")
-    seed: int = Field(0, ge=0, description="weight initialisation")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="weight initialisation")
 
 
 class ModelConfig(Strict):
@@ -307,10 +352,12 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelConfig":
-        if not self.features or any(h <= 0 for h in self.hidden):
-            raise ValueError("features must be non-empty and hidden widths positive")
+        if not self.features:
+            raise at("features", "must name at least one skim column")
+        if not all(0 < h <= 65_536 for h in self.hidden):
+            raise at("hidden", f"widths must be from 1 to 65536 (got {list(self.hidden)})")
         if self.classes is not None and len(self.classes) < 2:
-            raise ValueError("classes needs at least two classes")
+            raise at("classes", "needs at least two classes")
         return self
 
 
@@ -319,10 +366,20 @@ class NetworkUseConfig(Strict):
 
     use: Literal["cut"] = "cut"
     channels: tuple[str, ...] = ("signal",)
-    learning_rate: float = Field(0.001, ge=0, description="Adam step of the weights (0: frozen)")
-    threshold: float = Field(0.5, description="initial score threshold")
-    bounds: tuple[float, float] = (0.01, 0.99)
-    scale: float = Field(0.25, gt=0, description="sigmoid width unit of the score cut")
+    learning_rate: float = Field(0.001, ge=0, le=STEP_MAX, description="Adam step of the weights (0: frozen)")
+    threshold: float = Field(0.5, description="initial score threshold, within bounds")
+    bounds: tuple[float, float] = Field((0.01, 0.99), description="(low, high) of the threshold, within [0, 1]")
+    scale: float = Field(0.25, gt=0, le=100, description="sigmoid width unit of the score cut")
+
+    @model_validator(mode="after")
+    def _threshold_within_bounds(self) -> "NetworkUseConfig":
+        low, high = self.bounds
+        if not 0 <= low < high <= 1:
+            raise at("bounds", f"must be (low, high) with 0 <= low < high <= 1: the score is a probability "
+                               f"(got {list(self.bounds)})")
+        if not low <= self.threshold <= high:
+            raise at("threshold", f"must be within bounds {list(self.bounds)} (got {self.threshold})")
+        return self
 
 
 class FineTuneConfig(Strict):
@@ -333,10 +390,10 @@ class FineTuneConfig(Strict):
     gradient over many events instead of the few at a sharp threshold (less memorising of single MC events).
     """
 
-    epochs: int | None = Field(None, ge=0, description="None: optimise.epochs")
-    threshold_step: float = Field(0.1, ge=0, description="the cut thresholds' Adam step, as a fraction of theirs")
+    epochs: int | None = Field(None, ge=0, le=EPOCHS_MAX, description="None: optimise.epochs")
+    threshold_step: float = Field(0.1, ge=0, le=10, description="the cut thresholds' Adam step, as a fraction of theirs")
     score_scale: float | None = Field(
-        None, gt=0, description="sigmoid width unit of every score cut while the weights train (None: its scale)")
+        None, gt=0, le=100, description="sigmoid width unit of every score cut while the weights train (None: its scale)")
     relaxation: Literal["end", "schedule"] = Field(
         "end", description="end: slope and bandwidth held at their end values; schedule: annealed again")
 
@@ -348,10 +405,10 @@ OptimiseConfig.model_rebuild()
 class ValidationConfig(Strict):
     """The hard-cut validation on the held-out events (zprime-grad validate; the last stage of run)."""
 
-    bootstrap: int = Field(0, ge=0, description="Poisson bootstrap replicas of the held-out MC: the spread of "
+    bootstrap: int = Field(200, ge=0, le=100_000, description="Poisson bootstrap replicas of the held-out MC: the spread of "
                                                  "Z0 and of the ratio between analyses (0: off)")
-    seed: int = Field(0, description="seed of the bootstrap counts")
-    plots: bool = Field(True, description="draw the PNG plots and the report's images (false: numbers, "
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the bootstrap counts")
+    plots: StrictBool = Field(True, description="draw the PNG plots and the report's images (false: numbers, "
                                           "workspaces and report text only, e.g. in batch comparisons)")
 
 
@@ -374,7 +431,7 @@ class AnalysisConfig(Strict):
     era: str = Field("generated", description="data-taking era: a key of zprime_grad/data/eras.yaml")
     tagger: str | None = Field(None, description="b tagger (a key of the era's taggers); None: the era's default")
     lumi_pb: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
+        None, gt=0, le=1e7, allow_inf_nan=False,
         description="integrated luminosity in pb^-1; None: the certified one of lumi_csv, else the era's")
     lumi_uncertainty: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False,
                                            description="relative; None: the era's")
@@ -422,6 +479,11 @@ class AnalysisConfig(Strict):
 
 
 class Config(Strict):
+    """The whole config. Every field's default is the value ``configs/zprime.yaml`` spells out (the
+    documented default analysis; tests/unit/test_config_values.py holds them equal), so an empty or
+    partial config means those values. The one exception is the inputs: without ``generate:`` or
+    ``fileset:`` a config names no events (``run`` refuses it), never the default Z' samples unasked."""
+
     analysis: AnalysisConfig = AnalysisConfig()
     generate: GenerateConfig | None = Field(None, description="the embedded default samples; None: no generation")
     fileset: str | dict[str, Any] | None = Field(
@@ -454,10 +516,14 @@ def _format_errors(path: str, err: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown field '{field}'")
-        else:
-            given = e.get("input")
-            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"  # never a whole section
-            lines.append(f"{path}: field '{field}': {e['msg'].removeprefix('Value error, ')}{shown}")
+            continue
+        message, given = e["msg"].removeprefix("Value error, "), e.get("input")
+        if message.startswith("@"):  # `at`: a model validator names its own field and says what it got
+            sub, _, message = message[1:].partition(": ")
+            field = sub if field == "<root>" else f"{field}.{sub}"
+            given = {}
+        shown = "" if isinstance(given, (dict, list, tuple)) else f" (got {given!r})"  # never a whole section
+        lines.append(f"{path}: field '{field}': {message}{shown}")
     return "invalid configuration\n  " + "\n  ".join(lines)
 
 

@@ -124,6 +124,10 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
     networks = network_specs(channels)
     edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
+    unknown = sorted({c.observable for c in channels} - set(mc[0]["columns"]))
+    if unknown:
+        raise UserError(f"optimise.observable: {', '.join(map(repr, unknown))} is not a skimmed column "
+                        f"(have {', '.join(sorted(c for c in mc[0]['columns'] if '[' not in c))})")
     return Layout(
         channels=channels,
         processes=tuple(sorted({d["process"] for d in mc})),

@@ -20,12 +20,49 @@ import posixpath
 from pathlib import Path
 
 import uproot
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from zprime_grad.columns import file_sumw
 from zprime_grad.errors import UserError
+from zprime_grad.limits import FLOAT32_MAX, XSEC_MAX_PB
 
 
 LOGICAL_NAMES = "logical_names"
+
+
+class DatasetMetadata(BaseModel):
+    """The metadata keys the skim and the processors read, checked where a fileset enters (`load_fileset`):
+    strict types (``"is_data": "false"`` is not a boolean), finite positive numbers. Other keys pass through."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    is_data: StrictBool = False
+    xsec: StrictFloat | None = Field(None, gt=0, le=XSEC_MAX_PB, description="MC cross section in pb")
+    sumw: StrictFloat | None = Field(None, gt=0, le=FLOAT32_MAX,
+                                     description="Σ genWeight of all the dataset's files (a sum of float32 weights)")
+    nevts: StrictInt | None = Field(None, gt=0, description="events of the dataset (xsec·lumi/nevts weights)")
+    nevents: StrictInt | None = Field(None, ge=0)
+    process: StrictStr | None = None
+    variation: StrictStr | None = None
+
+
+def check_metadata(dataset: str, metadata, source: str = "fileset") -> dict:
+    """``metadata`` if every key the analysis reads is valid; else one line naming the dataset and key."""
+    if not isinstance(metadata, dict):
+        raise UserError(f"{source}: dataset {dataset!r}: metadata must be a mapping (got {_short(metadata)})")
+    try:
+        DatasetMetadata.model_validate(metadata)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(map(str, e["loc"]))
+        raise UserError(f"{source}: dataset {dataset!r}: metadata '{key}': {e['msg']} "
+                        f"(got {_short(e.get('input'))})") from None
+    return metadata
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_fileset(fileset) -> dict:
@@ -35,33 +72,46 @@ def load_fileset(fileset) -> dict:
     name each file had in the fileset is kept in ``metadata["logical_names"]`` (`logical_name`), and
     that name, never the resolved path, identifies the file in chunk keys and hashes: the same
     fileset gives the same numbers wherever it and the repository lie."""
-    base = Path(".")
+    base, source = Path("."), "fileset"
     if isinstance(fileset, (str, os.PathLike)):
-        path = Path(fileset)
+        path = source = Path(fileset)
         try:
             fileset = json.loads(path.read_text())
         except OSError as err:
             raise UserError(f"{path}: cannot read fileset ({err.strerror})") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{path}: fileset is not valid JSON ({err})") from None
         base = path.parent
     if not isinstance(fileset, dict) or not fileset:
-        raise UserError("fileset must be a non-empty mapping {dataset: files}")
+        raise UserError(f"{source}: fileset must be a non-empty mapping {{dataset: files}}")
     out = {}
     for name, entry in fileset.items():
-        if isinstance(entry, (list, tuple)):
-            entry = {"files": list(entry)}
-        files = entry.get("files", {})
-        treename = entry.get("treename", "Events")
-        if isinstance(files, (list, tuple)):
-            files = {f: treename for f in files}
-        metadata = dict(entry.get("metadata", {}))
+        files, treename, metadata = _entry(name, entry, str(source))
         known = dict(metadata.get(LOGICAL_NAMES, {}))
         resolved = {_resolve(f, base): (f, tree or treename) for f, tree in files.items()}
         metadata[LOGICAL_NAMES] = {path: known.get(path, _as_written(written))
                                    for path, (written, _) in resolved.items()}
         out[name] = {"files": {path: tree for path, (_, tree) in resolved.items()}, "metadata": metadata}
     return out
+
+
+def _entry(name, entry, source: str) -> tuple[dict, str, dict]:
+    """(files {path: tree}, treename, metadata) of one dataset of a coffea fileset, its shape checked."""
+    where = f"{source}: dataset {name!r}"
+    if isinstance(entry, (list, tuple)):
+        entry = {"files": list(entry)}
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: must be a list of files or {{files, metadata}} (got {_short(entry)})")
+    treename = entry.get("treename", "Events")
+    if not isinstance(treename, str) or not treename:
+        raise UserError(f"{where}: 'treename' must be a tree name (got {_short(treename)})")
+    files = entry.get("files", {})
+    if isinstance(files, (list, tuple)):
+        files = {f: treename for f in files}
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(f, str) and f and (t is None or isinstance(t, str)) for f, t in files.items()):
+        raise UserError(f"{where}: 'files' must be a non-empty list of paths or {{path: tree}} (got {_short(files)})")
+    return files, treename, dict(check_metadata(name, entry.get("metadata", {}), f"{source}"))
 
 
 def logical_name(filename: str, metadata: dict) -> str:

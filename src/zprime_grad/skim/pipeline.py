@@ -27,6 +27,9 @@ from zprime_grad.skim.runner import SkimResult, load_processor, run_local
 
 log = logging.getLogger(__name__)
 RESULT_FIELDS = ("chunksize", "buckets", "treename", "skip_bad_files")
+# analysis fields outside the skim hash: file locations (their content is hashed as the era inputs) and
+# the luminosity uncertainty (a fit setting)
+SKIM_INDEPENDENT = {"corrections", "golden_json", "lumi_csv", "lumi_uncertainty"}
 
 
 def skim_options(config: Config, **overrides) -> SkimConfig:
@@ -39,10 +42,15 @@ def skim_options(config: Config, **overrides) -> SkimConfig:
         raise UserError(f"invalid skim option: {problems}") from None
 
 
+def skim_analysis(config: Config) -> dict:
+    """The analysis section as the skim depends on it: without file locations (their content enters
+    `config_hash` as the era inputs' hash) and the luminosity's uncertainty (a fit setting, not in a column)."""
+    return config.analysis.model_dump(mode="json", exclude=SKIM_INDEPENDENT)
+
+
 def config_hash(config: Config, options: SkimConfig) -> str:
     """The analysis section without file locations, the content of the era's inputs, the skim's result fields."""
-    analysis = config.analysis.model_dump(mode="json", exclude={"corrections", "golden_json", "lumi_csv"})
-    payload = {"analysis": analysis, "era_inputs": era_inputs(config).content_hash(),
+    payload = {"analysis": skim_analysis(config), "era_inputs": era_inputs(config).content_hash(),
                "skim": options.model_dump(mode="json", include=set(RESULT_FIELDS)), "version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -75,10 +83,59 @@ def run_skim(config: Config, fileset, options: SkimConfig, *, client=None,
 
 
 def report_info(config: Config, options: SkimConfig, cache_key: str, wall: float) -> dict:
+    """skim.json's record of what the skim was made with (`check_skim_matches` compares it with a config)."""
     return {"cache_key": cache_key, "config_hash": config_hash(config, options),
-            "processor": config.analysis.processor, "executor": options.executor,
-            "workers": options.workers, "chunksize": options.chunksize, "buckets": list(options.buckets),
-            "lumi_pb": config.analysis.lumi_pb, "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
+            "processor": config.analysis.processor, "era": config.analysis.era, "executor": options.executor,
+            "workers": options.workers, **options.model_dump(mode="json", include=set(RESULT_FIELDS)),
+            "lumi_pb": config.analysis.lumi_pb, "analysis": skim_analysis(config), "version": __version__,
+            "wall_time_s": wall, "format": "npz (see zprime_grad.skim.store)"}
+
+
+def check_skim_matches(config: Config, skim_dir) -> None:
+    """Refuse a skim made with another analysis than ``config``'s (the luminosity is baked into its weights,
+    the processor and era into its columns): one line naming the field and both values. The skim's own
+    settings (chunksize, buckets …) are taken as recorded; `run` skims again instead (its cache key)."""
+    path = Path(skim_dir) / store.REPORT
+    try:
+        report = json.loads(path.read_text())
+    except OSError:
+        raise UserError(f"{path}: not found; --columns needs a finished skim directory (zprime-grad skim --out DIR)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a skim report ({err})") from None
+    if not isinstance(report, dict):
+        raise UserError(f"{path}: not a skim report")
+    source = config.source or "the config"
+    for field in ("processor", "era", "lumi_pb"):
+        recorded, ours = report.get(field), getattr(config.analysis, field)
+        if field in report and recorded != ours:
+            raise UserError(f"{path}: the skim was made with analysis.{field} = {recorded!r}, {source} has {ours!r}; "
+                            "skim again with this config (or run with the skim's)")
+    if "config_hash" not in report:
+        return
+    recorded_options = {k: report[k] for k in RESULT_FIELDS if k in report}
+    ours = config_hash(config, skim_options(config, **recorded_options))
+    if ours == report["config_hash"]:
+        return
+    ours_analysis, theirs = _flat(skim_analysis(config)), _flat(report.get("analysis") or {})
+    differing = sorted(k for k in set(ours_analysis) | set(theirs) if ours_analysis.get(k) != theirs.get(k))
+    if report.get("analysis") is not None and differing:
+        key = differing[0]
+        what = f"analysis.{key} = {theirs.get(key)!r}, {source} has {ours_analysis.get(key)!r}"
+    elif report.get("version") not in (None, __version__):
+        what = f"zprime_grad {report['version']}, this is {__version__}"
+    else:
+        what = f"other analysis inputs (config hash {report['config_hash']}, {source}'s {ours}: the era's files' content)"
+    raise UserError(f"{path}: the skim was made with {what}; skim again with this config (or run with the skim's)")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # an empty mapping adds no key: {} and {"met": ...} differ in options.met
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def skim_cache_key(config: Config, options: SkimConfig, inputs: dict) -> str:

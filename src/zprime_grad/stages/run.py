@@ -23,16 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    from zprime_grad.cli import add_config_argument
+    from zprime_grad.cli import add_config_argument, epochs_type, workers_type
+    from zprime_grad.limits import EVENTS_MAX, integer
 
     p = subparsers.add_parser("run", help="generate (if needed) -> skim -> optimise -> validate + report")
     add_config_argument(p)
-    p.add_argument("--events", type=int, help="events per generated sample (default: generate.events)")
+    p.add_argument("--events", type=integer(1, EVENTS_MAX), help="events per generated sample (default: generate.events)")
     p.add_argument("--fileset", help="skip generation: skim this coffea fileset JSON (default: the config's fileset)")
     p.add_argument("--backend", choices=("local", "dask"), help="optimisation backend (default: config)")
-    p.add_argument("--workers", type=int, help="worker processes for every stage")
+    p.add_argument("--workers", type=workers_type(), help="worker processes for every stage")
     p.add_argument("--scheduler", help="Dask cluster for every stage: tcp://, tls:// (cluster.tls) or gateway://host:port")
-    p.add_argument("--epochs", type=int, help="optimisation epochs (default: config)")
+    p.add_argument("--epochs", type=epochs_type(), help="optimisation epochs (default: config)")
     p.add_argument("--out", default="outputs", help="output directory")
     p.set_defaults(func=run)
 
@@ -41,13 +42,14 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
               epochs=None, progress: bool | None = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``. ``progress``: a bar per stage (None:
     as the CLI session decides, `zprime_grad.terminal`)."""
+    from zprime_grad import atomic
     from zprime_grad.config import override
     from zprime_grad.generate import generate_dataset
     from zprime_grad.optimise.driver import optimise
     from zprime_grad.stages.session import Session
     from zprime_grad.validate.driver import validate
 
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.writable_directory(out, "output directory")  # before anything is generated or skimmed
     outputs: dict[str, str] = {}
     if epochs is not None:  # --epochs: every optimisation of the run (fine-tuning included)
         config = override(config, optimise={"epochs": epochs,
@@ -117,12 +119,20 @@ def configured_fileset(config) -> dict | str:
         return resolve(config.fileset)
     resolved = {}
     for name, entry in config.fileset.items():
-        entry = {"files": entry} if isinstance(entry, (list, tuple)) else dict(entry)
-        files = entry.get("files", {})
+        entry = {"files": entry} if isinstance(entry, (list, tuple)) else entry
+        files = entry.get("files", {}) if isinstance(entry, dict) else None
+        metadata = entry.get("metadata", {}) if isinstance(entry, dict) else None
+        if not (isinstance(files, (list, tuple, dict)) and all(isinstance(f, str) for f in files)
+                and isinstance(metadata, dict)):
+            from zprime_grad.errors import UserError
+
+            raise UserError(f"{config.source}: field 'fileset.{name}': a list of files or {{files: [...], "
+                            f"metadata: {{...}}}} (got {config.fileset[name]!r:.60})")
+        entry = dict(entry)
         tree = entry.get("treename", "Events")
         written = {f: tree for f in files} if isinstance(files, (list, tuple)) else dict(files)
         entry["files"] = {resolve(f): tree for f, tree in written.items()}
         # the names as the config wrote them identify the files in chunk keys and hashes
-        entry["metadata"] = {**entry.get("metadata", {}), LOGICAL_NAMES: {resolve(f): f for f in written}}
+        entry["metadata"] = {**metadata, LOGICAL_NAMES: {resolve(f): f for f in written}}
         resolved[name] = entry
     return resolved

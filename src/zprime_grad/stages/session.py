@@ -108,9 +108,12 @@ class Session:
         return self.load(columns) if columns is not None else self.skim(fileset)
 
     def load(self, skim_dir) -> LocalChunks | DaskChunks:
-        """The chunks of a finished skim directory (``--columns``): read here, or by the workers."""
+        """The chunks of a finished skim directory (``--columns``): read here, or by the workers; a skim made
+        with another analysis (luminosity, processor, era, config hash) is refused first."""
         from zprime_grad.chunks import DaskChunks, LocalChunks
+        from zprime_grad.skim.pipeline import check_skim_matches
 
+        check_skim_matches(self.config, skim_dir)
         fan_in = self.config.optimise.fan_in
         if self.distributed:
             return self._keep(DaskChunks.from_directory(self.client, skim_dir, fan_in))

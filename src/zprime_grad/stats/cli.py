@@ -30,6 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _load(Path(args.workspace))  # a missing or malformed file: one line naming it, before either engine
     result = _with_jax(args) if args.jax else _with_pyhf(args)
     print(json.dumps({**result, "workspace": args.workspace}, indent=2))
     return 0
@@ -99,4 +100,9 @@ def _load(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(spec, dict) or not spec.get("channels"):
         raise UserError(f"{path}: not a pyhf workspace (no 'channels')")
+    channels = spec["channels"]
+    if not (isinstance(channels, list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("samples"), list) and c["samples"]
+            and all(isinstance(s, dict) and isinstance(s.get("data"), list) for s in c["samples"]) for c in channels)):
+        raise UserError(f"{path}: not a pyhf workspace ('channels' must list {{name, samples: [{{data: [...]}}]}})")
     return spec

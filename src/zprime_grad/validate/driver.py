@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -62,10 +63,15 @@ def load_params(params, declared: Mapping) -> tuple[dict[str, float], dict]:
     unknown, missing = sorted(set(theta) - set(declared)), sorted(set(declared) - set(theta))
     if unknown or missing:
         raise UserError(f"{source}: parameters do not match the analysis (unknown {unknown}, missing {missing})")
-    try:
-        return {k: float(v) for k, v in theta.items()}, payload
-    except (TypeError, ValueError):
-        raise UserError(f"{source}: parameter values must be numbers") from None
+    checked = {}
+    for name, value in theta.items():  # every θ a finite number inside the box the processor declares
+        low, high = declared[name].bounds
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not low <= value <= high):
+            raise UserError(f"{source}: parameter '{name}': must be a finite number within its bounds "
+                            f"[{low}, {high}] (got {value!r})")
+        checked[name] = float(value)
+    return checked, payload
 
 
 def hard_cuts(config: Config, analysis, params) -> tuple[Binning, dict[str, float], dict, dict]:
@@ -81,6 +87,13 @@ def hard_cuts(config: Config, analysis, params) -> tuple[Binning, dict[str, floa
         declared = parameters(channels)
     theta, payload = load_params(params, declared)
     return Binning.from_config(channels, config), theta, networks, payload
+
+
+def check_params(config: Config, params) -> None:
+    """``params`` (a params.json …) checked against the configured processor's parameters, before any work."""
+    from zprime_grad.skim.pipeline import make_processor, skim_options
+
+    hard_cuts(config, make_processor(config, skim_options(config)), params)
 
 
 def mc_processes(fileset: dict | None, hists) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import hist
 import numpy as np
 
+from zprime_grad.errors import UserError
 from zprime_grad.selection import Channel
 
 NOMINAL = "nominal"
@@ -84,6 +85,9 @@ def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]
             w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
             for channel in binning.channels:
                 keep = heldout & channel.hard_mask(columns, theta)
+                if channel.observable not in columns:
+                    raise UserError(f"optimise.observable: {channel.observable!r} is not a skimmed column "
+                                    f"(channel {channel.name}, chunk of {chunk.dataset})")
                 x = np.asarray(columns[channel.observable], np.float64)
                 yield label, channel.name, process, variation, keep, x[keep], w[keep]
 

@@ -7,7 +7,7 @@ import os
 import signal
 import warnings
 
-from zprime_grad.cli import add_chunk_arguments, add_config_argument
+from zprime_grad.cli import add_chunk_arguments, add_config_argument, epochs_type
 
 
 def register(subparsers) -> None:
@@ -15,23 +15,25 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     add_chunk_arguments(p)
-    p.add_argument("--epochs", type=int, default=None, help="default: optimise.epochs")
+    p.add_argument("--epochs", type=epochs_type(), default=None, help="default: optimise.epochs")
     p.add_argument("--gradient", choices=("auto", "forward", "reverse"), default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pkl")
     p.add_argument("--network", action="append", default=[], metavar="NAME=FILE",
                    help="weights of an optimise.networks model (zprime-grad train); default: models.NAME.init_from")
     p.add_argument("--out", required=True, help="output directory")
     # test hook: SIGKILL this process right after the checkpoint of the given epoch is written
-    p.add_argument("--kill-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--kill-after-epoch", type=epochs_type(), default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from zprime_grad import atomic
     from zprime_grad.config import load_config, override
     from zprime_grad.optimise.driver import Start, optimise
     from zprime_grad.stages.session import Session
 
     config = override(load_config(args.config), optimise={"epochs": args.epochs, "gradient": args.gradient})
+    atomic.writable_directory(args.out, "--out directory")  # before the skim or the first epoch
     on_epoch = None
     if args.kill_after_epoch is not None:
         def on_epoch(state):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from zprime_grad.cli import add_config_argument
+from zprime_grad.cli import add_config_argument, workers_type
+from zprime_grad.limits import CHUNKSIZE_MAX, integer
 
 
 def register(subparsers) -> None:
@@ -14,9 +15,9 @@ def register(subparsers) -> None:
     add_config_argument(p)
     p.add_argument("--fileset", required=True, help="coffea fileset JSON (e.g. data/generated/fileset.json)")
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None)
-    p.add_argument("--workers", type=int, default=None, help="processes (futures) or LocalCluster workers (dask)")
+    p.add_argument("--workers", type=workers_type(), default=None, help="processes (futures) or LocalCluster workers (dask)")
     p.add_argument("--scheduler", default=None, help="Dask cluster: tcp://host:8786, tls://... (cluster.tls) or gateway://host:port")
-    p.add_argument("--chunksize", type=int, default=None, help="entries per chunk")
+    p.add_argument("--chunksize", type=integer(1, CHUNKSIZE_MAX), default=None, help="entries per chunk")
     p.add_argument("--skip-bad-files", action="store_true", default=None,
                    help="skip unreadable input files (listed in skim.json) instead of failing")
     p.add_argument("--out", required=True, help="output directory")
@@ -24,11 +25,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zprime_grad import atomic
     from zprime_grad.config import load_config
     from zprime_grad.skim.pipeline import skim_options, skim_to_directory
     from zprime_grad.stages.session import Session
 
     config = load_config(args.config)
+    atomic.writable_directory(args.out, "--out directory")  # before any work
     executor = args.executor or config.skim.executor
     with Session(config, scheduler=args.scheduler, workers=args.workers,
                  backend="dask" if executor == "dask" else "local") as session, warnings.catch_warnings():

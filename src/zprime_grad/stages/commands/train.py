@@ -22,6 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zprime_grad import atomic
     from zprime_grad.config import load_config
     from zprime_grad.errors import UserError
     from zprime_grad.learn.train import train_models
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not config.models:
         raise UserError(f"{config.source}: the config declares no models to train")
+    atomic.writable_directory(args.out, "--out directory")
     with warnings.catch_warnings(), Session(config, scheduler=args.scheduler, workers=args.workers,
                                             backend=args.backend) as session:
         warnings.simplefilter("ignore")

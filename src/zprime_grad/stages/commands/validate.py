@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from zprime_grad.cli import add_config_argument
+from zprime_grad.cli import add_config_argument, workers_type
+from zprime_grad.limits import CHUNKSIZE_MAX, integer
 
 
 def register(subparsers) -> None:
@@ -17,9 +18,9 @@ def register(subparsers) -> None:
     source.add_argument("--columns", help="a skim directory (zprime-grad skim --out DIR)")
     p.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None,
                    help="coffea executor for --fileset (default: skim.executor)")
-    p.add_argument("--workers", type=int, default=None, help="processes (futures) or LocalCluster workers (dask)")
+    p.add_argument("--workers", type=workers_type(), default=None, help="processes (futures) or LocalCluster workers (dask)")
     p.add_argument("--scheduler", default=None, help="Dask cluster (tcp://, tls://, gateway://) for --fileset; implies --executor dask")
-    p.add_argument("--chunksize", type=int, default=None, help="entries per coffea chunk (default: skim.chunksize)")
+    p.add_argument("--chunksize", type=integer(1, CHUNKSIZE_MAX), default=None, help="entries per coffea chunk (default: skim.chunksize)")
     p.add_argument("--mode", choices=("runner", "dask-awkward"), default="runner",
                    help="coffea Runner (default) or NanoEvents dask mode + dask-histogram (on the dask client)")
     p.add_argument("--no-plots", action="store_true",
@@ -29,11 +30,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zprime_grad import atomic
     from zprime_grad.config import load_config
     from zprime_grad.stages.session import Session
-    from zprime_grad.validate.driver import validate
+    from zprime_grad.validate.driver import check_params, validate
 
     config = load_config(args.config)
+    atomic.writable_directory(args.out, "--out directory")
+    check_params(config, args.params)  # before the chunks are read
     # a cluster only when asked for (--executor dask, --scheduler, cluster.kind): the session opens it
     with Session(config, scheduler=args.scheduler, workers=args.workers,
                  backend="dask" if args.executor == "dask" else "local") as session:
