@@ -1,6 +1,7 @@
 """What the cluster computes and how the driver reads it: the static layout of the reduced histograms.
 
-Every chunk's contribution, and their sum ``H``, is one float64 array per data half::
+Every chunk's contribution, and their sum ``H``, is one float64 array per event role the optimiser
+sees (train, tune; `zprime_grad.roles`)::
 
     H[process, channel, template, bin]      template = "nominal", "sumw2", then each variation
 
@@ -21,10 +22,10 @@ import numpy as np
 
 from zprime_grad.errors import UserError
 from zprime_grad.model_table import systematic_pairs
+from zprime_grad.roles import Roles
 from zprime_grad.selection import Channel, Parameter, columns_needed, parameters
 
 NOMINAL, SUMW2 = "nominal", "sumw2"
-PARITY = "parity"
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,11 @@ class Layout:
     kinematic_variations: tuple[str, ...]
     edges: tuple[float, ...]
     param_names: tuple[str, ...]
-    columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable, parity)
+    columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable)
     kde_method: str = "dense"
     kde_window: int | None = None  # static window of the "local" KDE (for the widest bandwidth)
     networks: tuple = ()  # learned scores the channels cut on (NetworkSpec); their weights end θ
+    roles: Roles = Roles()  # which events are train / tune (the kernel's two halves); test ones never enter
 
     @property
     def n_cut_params(self) -> int:
@@ -95,7 +97,7 @@ class Layout:
 
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
                 value_range: tuple[float, float], kde_method: str = "dense",
-                kde_window: int | None = None) -> Layout:
+                kde_window: int | None = None, roles: Roles = Roles()) -> Layout:
     """Derive the layout from the MC chunks' descriptions; inconsistent chunks are a ``UserError``."""
     mc = [d for d in descriptions if not d["is_data"]]
     if not mc:
@@ -110,7 +112,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         if set(d["weights"]) != weights or set(d["variations"]) != variations:
             raise UserError(f"optimise: chunk {d['key']} has weights/variations {d['weights']}/{d['variations']}, "
                             f"others have {sorted(weights)}/{sorted(variations)}: skim them with one processor")
-    needed = columns_needed(channels) | {PARITY}
+    needed = set(columns_needed(channels))
     for net in network_specs(channels):
         from zprime_grad.learn.mlp import check_features
 
@@ -122,12 +124,12 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         raise UserError("optimise: the chunks have no 'nominal' weight")
     if observable is not None:  # one observable for every channel; None: each channel's own
         channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
-    networks = network_specs(channels)
-    edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     unknown = sorted({c.observable for c in channels} - set(mc[0]["columns"]))
     if unknown:
         raise UserError(f"optimise.observable: {', '.join(map(repr, unknown))} is not a skimmed column "
                         f"(have {', '.join(sorted(c for c in mc[0]['columns'] if '[' not in c))})")
+    networks = network_specs(channels)
+    edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     return Layout(
         channels=channels,
         processes=tuple(sorted({d["process"] for d in mc})),
@@ -139,6 +141,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         kde_method=kde_method,
         kde_window=kde_window,
         networks=networks,
+        roles=roles,
     )
 
 
