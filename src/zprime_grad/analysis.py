@@ -79,7 +79,7 @@ class Analysis:
         """Optimise the cuts on ``chunks`` (``zprime_grad.optimise``); returns the ``params.json`` payload.
         ``settings``: ``optimise`` fields for this call (epochs, gradient …). ``on_epoch`` is called after every
         epoch with the loop state; ``state.history[-1]`` is that epoch's record (``epoch``, ``theta``,
-        ``z_train``, ``z_tune``, ``grad_norm``, ``rejected`` …), e.g. for a live plot in a notebook."""
+        ``z_train``, ``z_valid``, ``grad_norm``, ``rejected`` …), e.g. for a live plot in a notebook."""
         from zprime_grad.optimise.driver import optimise
 
         return optimise(override(self.config, optimise=settings), chunks, out, start=start, resume=resume,

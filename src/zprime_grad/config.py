@@ -245,11 +245,7 @@ class OptimiseConfig(Strict):
         default_factory=lambda: {"single_top": 0.15}, description="relative, per minor background (0 to < 1)")
     default_xsec_uncertainty: float = Field(0.15, ge=0, lt=1, description="other minor backgrounds (relative)")
     background_floor: float = Field(1e-3, ge=0, le=100, description="events added per bin to every background")
-    patience: int = Field(10, gt=0, description="after the annealing: stop after this many epochs without a "
-                          "better objective on the tune events (roles)")
-    lr_decay_patience: int = Field(4, gt=0, description="after the annealing: halve the learning rate after "
-                                   "this many epochs without a better tune objective (reduce on plateau)")
-    lr_decay_factor: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="the reduce-on-plateau factor")
+    patience: int = Field(10, gt=0, description="early stop after this many epochs without improvement")
     min_delta: float = Field(1e-4, ge=0, lt=1, description="relative improvement of train Z0 that counts")
     lr_shrink: float = Field(0.5, gt=0, lt=1, description="learning-rate factor after a non-finite step")
     max_rejections: int = Field(8, gt=0, le=1000)
@@ -406,29 +402,6 @@ OptimiseConfig.model_rebuild()
 
 
 # --------------------------------------------------------------------------------------------- validate
-class RolesConfig(Strict):
-    """Which events do what (`zprime_grad.roles`), from a hash of each event's identity: ``train`` gives the
-    gradients, ``tune`` every choice made by looking at results (θ selection, stopping), ``test`` only the
-    final hard-cut validation."""
-
-    test: Literal["odd"] | float = Field(
-        "odd", description="'odd': the odd event numbers (the reference numbers' held-out half), or a fraction")
-    tune: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False, description="fraction of the non-test events")
-
-    @field_validator("test", mode="before")
-    @classmethod
-    def _odd_or_fraction(cls, v):
-        """One error naming the field, not one per member of the union."""
-        if v == "odd" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v < 1.0):
-            return v
-        raise ValueError(f"'odd' or a fraction in (0, 1) (got {v!r})")
-
-    def settings(self):
-        from zprime_grad.roles import Roles
-
-        return Roles(tune=float(self.tune), test=self.test if self.test == "odd" else float(self.test))
-
-
 class ValidationConfig(Strict):
     """The hard-cut validation on the held-out events (zprime-grad validate; the last stage of run)."""
 
@@ -518,7 +491,6 @@ class Config(Strict):
         "relative paths are relative to this config file")
     optimise: OptimiseConfig = OptimiseConfig()
     validation: ValidationConfig = ValidationConfig()
-    roles: RolesConfig = RolesConfig()
     skim: SkimConfig = SkimConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="learned observables (zprime-grad train)")
     cluster: ClusterConfig = ClusterConfig()

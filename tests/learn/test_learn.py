@@ -221,7 +221,7 @@ def test_reverse_mode_with_a_network_equals_one_value_and_grad_over_all_events(c
                                               problem.objective)
     k = problem.layout.n_cut_params
     assert np.linalg.norm(grad[k:]) > 0 and np.linalg.norm(grad[:k]) > 0
-    assert ev.value == pytest.approx(value, rel=1e-9) and ev.tune == pytest.approx(valid, rel=1e-9)
+    assert ev.value == pytest.approx(value, rel=1e-9) and ev.valid == pytest.approx(valid, rel=1e-9)
     assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
     # and the derivative w.r.t. the largest network weight is the finite difference
     i = k + int(np.argmax(np.abs(grad[k:])))

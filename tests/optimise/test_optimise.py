@@ -74,7 +74,7 @@ def test_model_is_a_valid_pyhf_workspace_with_the_declared_modifiers(local):
     layout = problem.layout
     assert layout.processes == ("single_top", "ttbar", "wjets", "zprime")
     assert layout.channel_names == ("signal", "ttbar_cr", "wjets_cr") and layout.n_bins == 10
-    assert set(layout.systematics()) == {"btag_sf", "muon_sf", "pileup", "jes", "jer"}
+    assert set(layout.systematics()) == {"btag_sf", "muon_sf", "jes", "jer"}
     H = Evaluator(backend, problem).histograms(problem.theta0, (10.0, 0.3))["train"]
     spec = build_spec(layout, problem.settings, H)
     Model.from_pyhf(spec)  # validates against pyhf's own schema
@@ -97,21 +97,16 @@ def test_model_is_a_valid_pyhf_workspace_with_the_declared_modifiers(local):
 
 
 def test_soft_templates_tend_to_the_hard_selection(local):
-    """Steep sigmoids and a narrow kernel: per channel, train·f_train + tune·f_tune = the hard-cut yield of
-    the non-test events (each role's templates stand for the full luminosity: weight / its fraction)."""
-    from zprime_grad.roles import TEST, TRAIN, TUNE, chunk_role_weights
-
+    """Steep sigmoids and a narrow kernel: per channel, train + validation = 2 × the hard-cut yield."""
     backend, problem = local
     layout = problem.layout
-    roles = layout.roles
     H = Evaluator(backend, problem).histograms(problem.theta0, (1e5, 1e-4))
     theta = dict(zip(layout.param_names, problem.theta0))
     for p, process in enumerate(layout.processes):
         for c, channel in enumerate(layout.channels):
-            hard = sum(float(chunk.weights["nominal"][channel.hard_mask(chunk.columns, theta)
-                                                      & (chunk_role_weights(chunk, roles, TEST)[0] == 0)].sum())
+            hard = sum(float(chunk.weights["nominal"][channel.hard_mask(chunk.columns, theta)].sum())
                        for chunk in backend.chunks if chunk.process == process)
-            soft = H["train"][p, c, 0].sum() * roles.fraction(TRAIN) + H["valid"][p, c, 0].sum() * roles.fraction(TUNE)
+            soft = (H["train"][p, c, 0].sum() + H["valid"][p, c, 0].sum()) / 2
             assert soft == pytest.approx(hard, rel=1e-3, abs=1e-6), (process, channel.name)
     assert H["train"][:, :, 0].sum() > 0 and H["valid"][:, :, 0].sum() > 0
 
@@ -128,7 +123,7 @@ def test_chunked_gradient_equals_one_value_and_grad_over_all_events(local, mode)
     value, grad, valid = reference_evaluation(hold_everything(backend.chunks, problem.layout), theta, relax,
                                               problem.objective)
     assert value > 0 and np.linalg.norm(grad) > 0
-    assert ev.value == pytest.approx(value, rel=1e-9) and ev.tune == pytest.approx(valid, rel=1e-9)
+    assert ev.value == pytest.approx(value, rel=1e-9) and ev.valid == pytest.approx(valid, rel=1e-9)
     assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
 
 
@@ -155,7 +150,7 @@ def test_local_run_outputs_and_no_recompilation_after_the_first_epoch(local_run)
     assert len(set(slopes)) == EPOCHS  # the relaxation changed every epoch …
     assert traces[0] and all(t == traces[0] for t in traces)  # … and nothing was traced again
     first = history["epochs"][0]
-    assert {"z_train", "z_tune", "grad", "theta", "wall_s"} <= set(first) and len(first["grad"]) == 5
+    assert {"z_train", "z_valid", "grad", "theta", "wall_s"} <= set(first) and len(first["grad"]) == 5
     assert history["epochs"][-1]["z_train"] > first["z_train"]  # it optimises
     params = json.loads((out / "params.json").read_text())
     assert [p["name"] for p in params["parameters"]] == history["parameters"]

@@ -60,7 +60,7 @@ def test_two_workers_give_the_single_process_gradient(config, backends, mode):
     ev = Evaluator(dask, problem)(theta, relax)
     value, grad, valid = reference_evaluation(hold_everything(local.chunks, problem.layout), theta, relax,
                                               problem.objective)
-    assert ev.value == pytest.approx(value, rel=1e-6) and ev.tune == pytest.approx(valid, rel=1e-6)
+    assert ev.value == pytest.approx(value, rel=1e-6) and ev.valid == pytest.approx(valid, rel=1e-6)
     assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
     same = Evaluator(local, problem)(theta, relax)  # the same reduction tree: bit-identical
     assert same.value == ev.value and np.array_equal(same.grad, ev.grad)
@@ -93,7 +93,7 @@ def test_dask_run_equals_local_run_and_does_not_recompile(config, columns, clien
     got = json.loads((out / "optimisation.json").read_text())["epochs"]
     want = json.loads((local_result[0] / "optimisation.json").read_text())["epochs"]
     for g, w in zip(got, want, strict=True):
-        assert g["z_train"] == pytest.approx(w["z_train"], rel=1e-6) and g["z_tune"] == pytest.approx(w["z_tune"], rel=1e-6)
+        assert g["z_train"] == pytest.approx(w["z_train"], rel=1e-6) and g["z_valid"] == pytest.approx(w["z_valid"], rel=1e-6)
         assert np.allclose(g["grad"], w["grad"], rtol=1e-6, atol=0)
     assert all(t == traces[0] for t in traces) and all(v for v in traces[0].values())
 

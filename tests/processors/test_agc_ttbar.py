@@ -286,7 +286,7 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
     assert summary["observable"] == "4j1b: ht, 4j2b: trijet_mass"
     for label in ("baseline", "optimised"):
         assert 0 < summary[label]["mu_uncertainty_hard"] < 10
-    assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_tune"], rel=0.5)
+    assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_valid"], rel=0.5)
     with uproot.open(tmp_path / "histograms.root") as f:
         keys = [k.split(";")[0] for k in f.keys()]
         assert "baseline/4j2b_ttbar_pt_scale_up" in keys

@@ -42,7 +42,7 @@ LEGITIMATE = {
     ("optimise.xsec_uncertainty.*", "0"): "no cross-section systematic",
     ("optimise.default_xsec_uncertainty", "0"): "no cross-section systematic (the AGC config)",
     ("optimise.background_floor", "0"): "no floor",
-    ("optimise.patience", "huge"): "no early stopping", ("optimise.lr_decay_patience", "huge"): "no learning-rate decay", ("models.*.train.patience", "huge"): "no early stopping",
+    ("optimise.patience", "huge"): "no early stopping", ("models.*.train.patience", "huge"): "no early stopping",
     ("optimise.min_delta", "0"): "any improvement counts", ("models.*.train.min_delta", "0"): "likewise",
     ("optimise.fan_in", "huge"): "one reduction level",
     ("optimise.finetune.threshold_step", "0"): "thresholds held while the weights train",

@@ -1,10 +1,10 @@
 """``contribution(chunk, θ, relaxation)``: one chunk's KDE templates, and their derivatives w.r.t. θ.
 
 This is the one function the cluster runs every epoch, next to the chunk it reads. Per channel the
-soft event weight is ``channel.soft_weight(columns, θ, slope)`` × the event weight × [role]/fraction
-(each role stands for the full luminosity; `zprime_grad.roles`); the weighted binned KDE of the fit
-observable gives the templates of ``zprime_grad.optimise.layout`` for the train events and the tune
-events ("valid" below). Test events get weight 0: the optimisation never sees them. θ and the relaxation (slope, bandwidth as a fraction of the bin width) are traced, so an
+soft event weight is ``channel.soft_weight(columns, θ, slope)`` × the event weight × 2·[parity = half]
+(×2: each half stands for the full luminosity); the weighted binned KDE of the fit observable gives the
+templates of ``zprime_grad.optimise.layout`` for the training half (parity 0) and the validation half
+(parity 1). θ and the relaxation (slope, bandwidth as a fraction of the bin width) are traced, so an
 annealing schedule never recompiles; the `Layout` is static. One compilation per chunk bucket length
 and kernel (``TRACES`` counts them, per process).
 
@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zprime_grad.optimise.layout import NOMINAL, Layout
-from zprime_grad.roles import TRAIN, TUNE, chunk_role_weights
+from zprime_grad.optimise.layout import NOMINAL, PARITY, Layout
 from zprime_grad.soft import kde_histogram
 
 Array = jax.Array
@@ -42,14 +41,13 @@ class Relaxation(NamedTuple):
 
 
 def kernel_inputs(chunk, layout: Layout) -> dict:
-    """The arrays the kernel reads: needed columns, all weights, the kinematic overlays, and the train /
-    tune role weights of the rows (from the event identities)."""
+    """The arrays the kernel reads: needed columns, all weights, and the kinematic overlays."""
     columns = {name: chunk.columns[name] for name in layout.columns}
-    overlays = {var: {name: chunk.variations[var].get(name, chunk.columns[name]) for name in layout.columns}
+    overlays = {var: {name: chunk.variations[var].get(name, chunk.columns[name]) for name in layout.columns
+                      if name != PARITY}
                 for var in layout.kinematic_variations}
     weights = {name: chunk.weights[name] for name in (NOMINAL, *layout.weight_variations)}
-    train, tune = chunk_role_weights(chunk, layout.roles, TRAIN, TUNE)
-    return {"columns": columns, "variations": overlays, "weights": weights, "roles": {"train": train, "tune": tune}}
+    return {"columns": columns, "variations": overlays, "weights": weights}
 
 
 def _soft_channels(columns, theta: Array, slope, layout: Layout) -> Array:
@@ -70,7 +68,8 @@ def _kde(x: Array, weights: Array, layout: Layout, bandwidth) -> tuple[Array, Ar
 def histograms(inputs: dict, theta: Array, relax: Relaxation, layout: Layout) -> tuple[Array, Array]:
     """Pure JAX: ``(train, valid)`` histograms ``[channel, template, bin]`` of one chunk."""
     cols = inputs["columns"]
-    halves = jnp.stack([jnp.asarray(inputs["roles"][r], float) for r in ("train", "tune")])  # [2, N]; test rows: 0
+    parity = jnp.asarray(cols[PARITY], float)
+    halves = jnp.stack([2.0 * (1.0 - parity), 2.0 * parity])  # [2, N]: train, valid
     weight_names = (NOMINAL, *layout.weight_variations)
     w = jnp.stack([jnp.asarray(inputs["weights"][k], float) for k in weight_names])  # [W, N]
     train, valid = [], []

@@ -1,13 +1,12 @@
 """The optimisation driver: backend + layout + model + loop, checkpoints and output files.
 
-One epoch in ``forward`` mode is one round on the cluster (Σ h_c, Σ ∂h_c/∂θ, Σ h_c of the tune
+One epoch in ``forward`` mode is one round on the cluster (Σ h_c, Σ ∂h_c/∂θ, Σ h_c of the validation
 half); in ``reverse`` mode two (Σ h_c; then Σ VJP_c with the cotangent ∂f/∂H the driver computed).
 ``auto`` picks forward for up to ``optimise.forward_max_params`` parameters. The driver only ever holds θ,
 the optimiser state, and arrays shaped by the layout (checked on every reduction).
 
-Outputs in ``OUT/``: ``optimisation.json`` (per epoch: Z train/tune, gradient, θ, relaxation, wall
-time; rewritten each epoch), ``params.json`` (the selected θ — the epoch with the best tune objective — with names, units,
-bounds, the run's config hash),
+Outputs in ``OUT/``: ``optimisation.json`` (per epoch: Z train/validation, gradient, θ, relaxation, wall
+time; rewritten each epoch), ``params.json`` (final θ with names, units, bounds, the run's config hash),
 ``workspace.json`` (the pyhf workspace of the final soft templates), ``checkpoint.pkl`` (see
 ``checkpoint``). ``params.json`` is the completion marker, written last. One run per ``OUT`` at a time
 (`atomic.exclusive`); a run first removes what a killed one left there, a fresh run sets the earlier
@@ -78,8 +77,7 @@ def build_layout(config: Config, descriptions: list[dict], specs: dict | None = 
 
         channels = attach(channels, config, specs or {})
     return make_layout(descriptions, channels, observable=opt.observable, bins=opt.bins,
-                       value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window,
-                       roles=config.roles.settings())
+                       value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window)
 
 
 def gradient_mode(requested: str, n_params: int, forward_max: int) -> str:
@@ -141,8 +139,7 @@ def build_problem(config: Config, backend, gradient: str | None = None, networks
     loop = LoopSettings(lower=np.array([p.bounds[0] for p in params], float),
                         upper=np.array([p.bounds[1] for p in params], float), patience=opt.patience,
                         min_delta=opt.min_delta, lr_shrink=opt.lr_shrink, max_rejections=opt.max_rejections,
-                        anneal_epochs=rel.anneal_epochs, lr_decay_patience=opt.lr_decay_patience,
-                        lr_decay_factor=opt.lr_decay_factor)
+                        anneal_epochs=rel.anneal_epochs)
     digest = None
     if loaded:
         from zprime_grad.learn.attach import digest as network_digest
@@ -238,24 +235,18 @@ def start_outputs(out: Path, *, resumed: bool) -> list[str]:
     return atomic.set_aside(out, FINAL_OUTPUTS if resumed else RUN_OUTPUTS)
 
 
-def selected_theta(state: LoopState) -> np.ndarray:
-    """θ of the epoch with the best tune objective (the last θ if no epoch was accepted)."""
-    return np.asarray(state.best_theta if state.best_theta is not None else state.theta, float)
-
-
 def params_payload(problem: Problem, state: LoopState, final: dict) -> dict:
     units = parameter_units(problem.layout)
     k = problem.layout.n_cut_params
     table = parameter_table(problem.layout)[:k]
-    chosen = selected_theta(state)
     payload = {"objective": problem.objective.kind, "config_hash": problem.config_hash,
                "epochs_run": state.epoch, "stopped": state.stopped,
-               "selected": {"epoch": state.best_epoch, "z_tune": state.best_value,
-                            "rule": "the epoch with the best objective on the tune events"},
                **final,
                "parameters": [{"name": p.name, "value": float(v), "init": p.init, "unit": units.get(p.name, ""),
-                               "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, chosen)],
-               "last": dict(zip(problem.layout.param_names[:k], map(float, state.theta)))}
+                               "bounds": list(p.bounds), "scale": p.scale} for p, v in zip(table, state.theta)],
+               "best": {"epoch": state.best_epoch, "z_train": state.best_value,
+                        "theta": None if state.best_theta is None else dict(zip(problem.layout.param_names[:k],
+                                                                                map(float, state.best_theta)))}}
     if problem.layout.networks:
         payload["networks"] = {net.name: {"file": f"networks/{net.name}.npz", "n_params": net.n_params}
                                for net in problem.layout.networks}
@@ -318,7 +309,7 @@ def _optimise(config: Config, chunks, out: Path, *, start: Start, resume: bool |
         last = s.history[-1]
         bar.update(1)
         bar.set_postfix_str("rejected" if last["rejected"] else f"Z0={last['z_train']:.4f} "
-                            f"tune={last['z_tune']:.4f} |grad|={last['grad_norm']:.3g}")
+                            f"val={last['z_valid']:.4f} |grad|={last['grad_norm']:.3g}")
         if on_epoch is not None:
             on_epoch(s)
 
@@ -329,12 +320,11 @@ def _optimise(config: Config, chunks, out: Path, *, start: Start, resume: bool |
     if state.stopped:
         log.info("optimise: stopped early: %s", state.stopped)
     final_relax = problem.schedule(max(state.epoch - 1, 0))
-    chosen = selected_theta(state)
-    H = evaluator.histograms(chosen, final_relax)
-    final = {"z_train_final": problem.objective.value(H["train"]), "z_tune_final": problem.objective.value(H["valid"]),
+    H = evaluator.histograms(state.theta, final_relax)
+    final = {"z_train_final": problem.objective.value(H["train"]), "z_valid_final": problem.objective.value(H["valid"]),
              "relaxation_final": dict(final_relax._asdict())}
     atomic.write_json(out / "workspace.json", build_spec(problem.layout, problem.settings, H["train"]))
-    save_networks(out, problem, chosen)
+    save_networks(out, problem, state.theta)
     atomic.write_json(out / "optimisation.json", history_payload(problem, state, chunks))
     payload = params_payload(problem, state, final)
     atomic.write_json(out / "params.json", payload)

@@ -1,7 +1,6 @@
 """What the cluster computes and how the driver reads it: the static layout of the reduced histograms.
 
-Every chunk's contribution, and their sum ``H``, is one float64 array per event role the optimiser
-sees (train, tune; `zprime_grad.roles`)::
+Every chunk's contribution, and their sum ``H``, is one float64 array per data half::
 
     H[process, channel, template, bin]      template = "nominal", "sumw2", then each variation
 
@@ -22,10 +21,10 @@ import numpy as np
 
 from zprime_grad.errors import UserError
 from zprime_grad.model_table import systematic_pairs
-from zprime_grad.roles import Roles
 from zprime_grad.selection import Channel, Parameter, columns_needed, parameters
 
 NOMINAL, SUMW2 = "nominal", "sumw2"
+PARITY = "parity"
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,10 @@ class Layout:
     kinematic_variations: tuple[str, ...]
     edges: tuple[float, ...]
     param_names: tuple[str, ...]
-    columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable)
+    columns: tuple[str, ...]  # the columns the kernel reads (cuts, observable, parity)
     kde_method: str = "dense"
     kde_window: int | None = None  # static window of the "local" KDE (for the widest bandwidth)
     networks: tuple = ()  # learned scores the channels cut on (NetworkSpec); their weights end θ
-    roles: Roles = Roles()  # which events are train / tune (the kernel's two halves); test ones never enter
 
     @property
     def n_cut_params(self) -> int:
@@ -97,7 +95,7 @@ class Layout:
 
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
                 value_range: tuple[float, float], kde_method: str = "dense",
-                kde_window: int | None = None, roles: Roles = Roles()) -> Layout:
+                kde_window: int | None = None) -> Layout:
     """Derive the layout from the MC chunks' descriptions; inconsistent chunks are a ``UserError``."""
     mc = [d for d in descriptions if not d["is_data"]]
     if not mc:
@@ -112,7 +110,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         if set(d["weights"]) != weights or set(d["variations"]) != variations:
             raise UserError(f"optimise: chunk {d['key']} has weights/variations {d['weights']}/{d['variations']}, "
                             f"others have {sorted(weights)}/{sorted(variations)}: skim them with one processor")
-    needed = set(columns_needed(channels))
+    needed = columns_needed(channels) | {PARITY}
     for net in network_specs(channels):
         from zprime_grad.learn.mlp import check_features
 
@@ -124,12 +122,12 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         raise UserError("optimise: the chunks have no 'nominal' weight")
     if observable is not None:  # one observable for every channel; None: each channel's own
         channels = tuple(Channel(c.name, c.cuts, observable) for c in channels)
+    networks = network_specs(channels)
+    edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     unknown = sorted({c.observable for c in channels} - set(mc[0]["columns"]))
     if unknown:
         raise UserError(f"optimise.observable: {', '.join(map(repr, unknown))} is not a skimmed column "
                         f"(have {', '.join(sorted(c for c in mc[0]['columns'] if '[' not in c))})")
-    networks = network_specs(channels)
-    edges = tuple(float(e) for e in np.linspace(value_range[0], value_range[1], bins + 1))
     return Layout(
         channels=channels,
         processes=tuple(sorted({d["process"] for d in mc})),
@@ -141,7 +139,6 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         kde_method=kde_method,
         kde_window=kde_window,
         networks=networks,
-        roles=roles,
     )
 
 

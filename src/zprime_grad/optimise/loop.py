@@ -8,11 +8,8 @@
 * `epoch_step`: one accepted or rejected step. A non-finite objective or gradient rejects the point:
   θ returns to the last good point and its step is redone with the learning rate × ``lr_shrink``;
   the history records ``rejected`` and never a NaN.
-* selection and stopping on the **tune** events (`zprime_grad.roles`), never on train or test: the
-  best θ is the one with the highest tune objective; once the annealing is over, the learning rate
-  halves (``lr_decay_factor``) after ``lr_decay_patience`` epochs without a better tune objective
-  (reduce-on-plateau, so the last epochs refine the hard-cut optimum at a small step), and the run
-  stops after ``patience`` epochs without one.
+* early stopping once the annealing is over and the training objective has not improved by
+  ``min_delta`` (relative) for ``patience`` epochs.
 
 Everything in `LoopState` is plain numpy / Python, so a checkpoint pickles it exactly and a resumed
 run continues bit-identically.
@@ -43,7 +40,7 @@ class Evaluation(NamedTuple):
 
     value: float  # training objective at θ
     grad: np.ndarray  # ∇θ of the training objective
-    tune: float  # the objective on the tune events at θ (primal only): selection and stopping
+    valid: float  # validation objective at θ (primal only)
 
 
 @dataclass(frozen=True)
@@ -55,8 +52,6 @@ class LoopSettings:
     lr_shrink: float = 0.5
     max_rejections: int = 8
     anneal_epochs: int = 0
-    lr_decay_patience: int = 4
-    lr_decay_factor: float = 0.5
 
 
 # ------------------------------------------------------------------------------------------ optimiser
@@ -119,10 +114,9 @@ class LoopState:
     epoch: int  # the next epoch to evaluate
     theta: np.ndarray
     opt_state: Any
-    best_value: float = -math.inf  # the best tune objective so far
+    best_value: float = -math.inf
     best_epoch: int = -1
     best_theta: np.ndarray | None = None
-    last_decay: int = -1  # epoch of the last learning-rate decay
     last_good: tuple | None = None  # (θ, ∇, optimiser state) of the last accepted point, before its step
     rejections: int = 0
     stopped: str | None = None  # why the loop ended early
@@ -135,29 +129,24 @@ def init_state(theta0: np.ndarray, optimiser) -> LoopState:
 
 
 def _finite(ev: Evaluation) -> bool:
-    return math.isfinite(ev.value) and math.isfinite(ev.tune) and bool(np.all(np.isfinite(ev.grad)))
+    return math.isfinite(ev.value) and math.isfinite(ev.valid) and bool(np.all(np.isfinite(ev.grad)))
 
 
 def epoch_step(state: LoopState, ev: Evaluation, optimiser, settings: LoopSettings, record: dict) -> LoopState:
     """Accept (record, step) or reject (return to the last good point, smaller step) one evaluation."""
     entry = {"epoch": state.epoch, "theta": state.theta.tolist(), "lr_factor": lr_factor(state.opt_state), **record}
     if _finite(ev):
-        entry.update(z_train=ev.value, z_tune=ev.tune, grad=np.asarray(ev.grad).tolist(),
+        entry.update(z_train=ev.value, z_valid=ev.valid, grad=np.asarray(ev.grad).tolist(),
                      grad_norm=float(np.linalg.norm(ev.grad)), rejected=False)
-        best = ev.tune > state.best_value + settings.min_delta * abs(state.best_value) or state.best_epoch < 0
+        best = ev.value > state.best_value + settings.min_delta * abs(state.best_value) or state.best_epoch < 0
         last_good = (state.theta, np.asarray(ev.grad, float), state.opt_state)
         theta, opt_state = apply_step(optimiser, state.theta, ev.grad, state.opt_state, settings)
         new = replace(state, theta=theta, opt_state=opt_state, last_good=last_good, rejections=0)
         if best:
-            new = replace(new, best_value=ev.tune, best_epoch=state.epoch, best_theta=state.theta)
-        elif (state.epoch >= settings.anneal_epochs
-              and state.epoch - max(new.best_epoch, new.last_decay, settings.anneal_epochs - 1) >= settings.lr_decay_patience):
-            factor = lr_factor(new.opt_state) * settings.lr_decay_factor  # reduce on plateau (of tune)
-            new = replace(new, opt_state=with_lr_factor(new.opt_state, factor), last_decay=state.epoch)
-            entry["lr_decayed_to"] = factor
+            new = replace(new, best_value=ev.value, best_epoch=state.epoch, best_theta=state.theta)
     else:
         rejections = state.rejections + 1
-        entry.update(z_train=None, z_tune=None, grad=None, grad_norm=None, rejected=True)
+        entry.update(z_train=None, z_valid=None, grad=None, grad_norm=None, rejected=True)
         if state.last_good is None:
             raise UserError(f"optimise: the objective is not finite at the starting point θ = {state.theta.tolist()}")
         if rejections > settings.max_rejections:
@@ -173,8 +162,7 @@ def epoch_step(state: LoopState, ev: Evaluation, optimiser, settings: LoopSettin
     new.epoch = state.epoch + 1
     if (not entry["rejected"] and new.epoch > settings.anneal_epochs
             and new.epoch - 1 - new.best_epoch >= settings.patience):
-        new.stopped = (f"plateau: no better tune objective for {settings.patience} epochs "
-                       f"(best at epoch {new.best_epoch})")
+        new.stopped = f"plateau: no improvement for {settings.patience} epochs (best at epoch {new.best_epoch})"
     return new
 
 

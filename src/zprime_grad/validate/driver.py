@@ -3,9 +3,8 @@
 For θ* (``params.json``) and the baseline θ₀ (the reference analysis: the processor's declared initial
 values): hard-cut histograms (`fill`) → ``histograms.root`` → cabinetry → ``workspace_{baseline,
 optimised}.json`` → expected discovery Z (Asimov) and an MLE fit with pulls (`inference`). The soft Z₀
-at θ* comes from the optimiser's own evaluation on the tune events (``params.json: z_tune_final``, the
-final relaxation): other events than the test ones here, so soft − hard mixes the relaxation's bias with
-the two event sets' MC noise. Everything is summarised in ``validation.json``,
+at θ* on the same half comes from the optimiser's own evaluation of the parity-1 templates
+(``params.json: z_valid_final``, the final relaxation). Everything is summarised in ``validation.json``,
 the completion marker, written last (atomically). One validation per ``OUT`` at a time
 (`atomic.exclusive`); it first removes what a killed one left, then sets the earlier validation's
 outputs aside (``validation.json`` first), so a run killed at any point leaves no ``validation.json``.
@@ -27,8 +26,7 @@ from zprime_grad.errors import UserError
 from zprime_grad.model_table import ModelSettings
 from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
-from zprime_grad.roles import TEST
-from zprime_grad.validate.hists import DATA, Binning, template
+from zprime_grad.validate.hists import DATA, HALF_SCALE, Binning, template
 from zprime_grad.validate.inference import expected_mu_uncertainty, expected_significance, fit_warnings, mle_fit
 from zprime_grad.validate.workspace import (asimov_observations, at_luminosity_fraction, has_data, save_json,
                                             variation_names, workspaces)
@@ -161,7 +159,6 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
     plots = config.validation.plots if plots is None else plots
     analysis = make_processor(config, skim_options(config))
     binning, theta_opt, networks, payload = hard_cuts(config, analysis, params)
-    test_fraction = binning.roles.fraction(TEST)  # the test events' share: the pseudo-data fit's luminosity
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
@@ -178,7 +175,7 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
         bar = terminal.bar(3 * len(LABELS) + boot + bool(plots), "validate", "step", progress=progress)
         for label in LABELS:
             # the MLE fit: held-out pseudo-data at their own luminosity (real counts, model ×½); Z_hard: full
-            spec = (at_luminosity_fraction(specs[label], test_fraction) if pseudo_data
+            spec = (at_luminosity_fraction(specs[label], 1.0 / HALF_SCALE) if pseudo_data
                     else asimov_observations(specs[label]))
             bar.set_postfix_str(f"{label}: Asimov fits")
             z = NOT_COMPUTED if measure else expected_significance(specs[label])
@@ -205,17 +202,17 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
                 if not pseudo_data:
                     results[label]["fit"]["mu_uncertainty"] = sigma["sigma_mu"]
             bar.update(1)
-    z_soft = payload.get("z_tune_final") if payload.get("objective", "discovery") == "discovery" else None
+    z_soft = payload.get("z_valid_final") if payload.get("objective", "discovery") == "discovery" else None
     results["optimised"]["Z_soft"] = z_soft
     opt_model = results["optimised"]["Z_hard_optimiser_model"]
-    results["optimised"]["Z_soft_source"] = ("params.json z_tune_final: the optimiser's Z0 on the tune events' soft "
+    results["optimised"]["Z_soft_source"] = ("params.json z_valid_final: the optimiser's Z0 on the parity-1 soft "
                                              "templates at theta*, final relaxation" if z_soft is not None else None)
     base, opt = results["baseline"]["Z_hard"], results["optimised"]["Z_hard"]
     summary = {
-        "heldout": config.roles.test, "heldout_role": "test", "heldout_weight_scale": 1.0 / test_fraction,
+        "heldout": "odd", "heldout_weight_scale": HALF_SCALE,
         "observable": binning.observable, "edges": list(binning.edges), "channels": channels,
         "processes": processes, "variations": variations, "fit_data": "pseudo-data" if pseudo_data else "asimov", "source": used,
-        "fit_luminosity_fraction": test_fraction if pseudo_data else 1.0,
+        "fit_luminosity_fraction": 1.0 / HALF_SCALE if pseudo_data else 1.0,
         **results,
         "improvement": (opt / base) if base and opt is not None else None,
         "soft_minus_hard_relative": ((z_soft - opt) / opt) if z_soft is not None and opt else None,
@@ -269,9 +266,9 @@ def write_plots(out: Path, hists: dict, summary: dict, params, config: Config) -
 
 
 def measurement_summary(results: dict, payload: dict) -> dict:
-    """For ``objective: mu_uncertainty``: σ(μ) soft (the optimiser's, on the tune events' soft templates) vs
+    """For ``objective: mu_uncertainty``: σ(μ) soft (the optimiser's, on the parity-1 soft templates) vs
     hard, and the improvement σ_baseline / σ_optimised (> 1 is better)."""
-    soft = payload.get("z_tune_final") if payload.get("objective") == "mu_uncertainty" else None
+    soft = payload.get("z_valid_final") if payload.get("objective") == "mu_uncertainty" else None
     soft = -soft if soft is not None else None  # the optimiser maximises -σ(μ)
     results["optimised"]["mu_uncertainty_soft"] = soft
     base, opt = results["baseline"]["mu_uncertainty_hard"], results["optimised"]["mu_uncertainty_hard"]

@@ -1,9 +1,9 @@
 """Hard-cut histograms of one ColumnChunk: ``hist.Hist`` per cut set, channel × process × variation × observable.
 
 The selection is ``Channel.hard_mask(chunk.view(variation), θ)`` — the hard cuts derived from the same
-declarations as the optimiser's soft ones — and only the **test** events enter (`zprime_grad.roles`:
-by default the odd event numbers): the event weight is ``[role = test] · w / f_test`` (the test events
-stand for the full luminosity; ×2 for the default half). Variations, as in the optimiser's layout:
+declarations as the optimiser's soft ones — and only the **held-out half** enters: the event weight is
+``2 · [parity = 1] · w`` (×2: one half stands for the full luminosity, exactly as the optimiser's
+validation templates). Variations, as in the optimiser's layout:
 
 * ``nominal``: nominal columns, nominal weight;
 * weight variations (``btag_sf_up`` …, every weight except nominal): nominal columns, varied weight;
@@ -22,11 +22,12 @@ import hist
 import numpy as np
 
 from zprime_grad.errors import UserError
-from zprime_grad.roles import TEST, Roles, chunk_roles
 from zprime_grad.selection import Channel
 
 NOMINAL = "nominal"
 DATA = "data"
+HELDOUT_PARITY = 1  # odd event numbers: never seen by the optimiser
+HALF_SCALE = 2.0  # one half of the events stands for the full luminosity
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,16 @@ class Binning:
     channels: tuple[Channel, ...]
     observable: str
     edges: tuple[float, ...]
-    roles: Roles = Roles()
 
     @classmethod
     def from_config(cls, channels: Sequence[Channel], config) -> "Binning":
         """The optimiser's binning (``optimise.observable``, ``bins``, ``range``): same as its layout."""
         opt = config.optimise
         edges = tuple(float(e) for e in np.linspace(opt.range[0], opt.range[1], opt.bins + 1))
-        roles = config.roles.settings()
         if opt.observable is None:  # each channel bins its own observable (declared by the processor)
             label = ", ".join(dict.fromkeys(f"{c.name}: {c.observable}" for c in channels))
-            return cls(tuple(channels), label, edges, roles)
-        return cls(tuple(Channel(c.name, c.cuts, opt.observable) for c in channels), opt.observable, edges, roles)
+            return cls(tuple(channels), label, edges)
+        return cls(tuple(Channel(c.name, c.cuts, opt.observable) for c in channels), opt.observable, edges)
 
 
 def empty_hist(binning: Binning, channels=(), processes=(), variations=()) -> hist.Hist:
@@ -79,12 +78,11 @@ def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]
     receives (``keep``: their mask over the chunk's events; ``x``, ``w``: theirs)."""
     n = chunk.n_events
     process = DATA if chunk.is_data else chunk.process
-    heldout = chunk_roles(chunk, binning.roles)[:n] == TEST
-    scale = 1.0 / binning.roles.fraction(TEST)
+    heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
     for label, theta in thetas.items():
         for variation, view, weight in variations_of(chunk):
             columns = {k: v[:n] for k, v in chunk.view(view).items()}
-            w = scale * np.asarray(chunk.weights[weight][:n], np.float64)
+            w = HALF_SCALE * np.asarray(chunk.weights[weight][:n], np.float64)
             for channel in binning.channels:
                 keep = heldout & channel.hard_mask(columns, theta)
                 if channel.observable not in columns:

@@ -51,7 +51,7 @@ def significance_history(history: dict, lumi_fb: float | None = None):
     fig, ax = plt.subplots(figsize=(10, 7))
     epochs = [e["epoch"] for e in history["epochs"]]
     ax.plot(epochs, [e["z_train"] for e in history["epochs"]], marker="o", ms=3, label="train (even events)")
-    ax.plot(epochs, [e["z_tune"] for e in history["epochs"]], marker="s", ms=3, label="tune events")
+    ax.plot(epochs, [e["z_valid"] for e in history["epochs"]], marker="s", ms=3, label="validation (odd events)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(r"soft expected $Z_0$")
     ax.legend()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         result = optimise(config, chunks, args.out, start=Start(networks=_networks(args.network)),
                           resume=args.resume, on_epoch=on_epoch)
     print(f"zprime-grad optimise: {result['epochs_run']} epochs, {result['objective']} "
-          f"train {result['z_train_final']:.4f}, tune {result['z_tune_final']:.4f} (epoch {result['selected']['epoch']}) -> {args.out}/params.json")
+          f"train {result['z_train_final']:.4f}, validation {result['z_valid_final']:.4f} -> {args.out}/params.json")
     for p in result["parameters"]:
         print(f"  {p['name']:20s} {p['init']:10.4g} -> {p['value']:10.4g} {p['unit']}")
     return 0
