@@ -74,7 +74,7 @@ def test_model_is_a_valid_pyhf_workspace_with_the_declared_modifiers(local):
     layout = problem.layout
     assert layout.processes == ("single_top", "ttbar", "wjets", "zprime")
     assert layout.channel_names == ("signal", "ttbar_cr", "wjets_cr") and layout.n_bins == 10
-    assert set(layout.systematics()) == {"btag_sf", "muon_sf", "jes", "jer"}
+    assert set(layout.systematics()) == {"btag_sf", "muon_sf", "pileup", "jes", "jer"}
     H = Evaluator(backend, problem).histograms(problem.theta0, (10.0, 0.3))["train"]
     spec = build_spec(layout, problem.settings, H)
     Model.from_pyhf(spec)  # validates against pyhf's own schema

@@ -185,8 +185,14 @@ def test_optimiser_reads_only_the_even_half(generated, chunks):
 def test_cli_validate(generated, optimised, skim_dir, tmp_path, capsys):
     from zprime_grad.cli import main
 
+    import yaml
+
+    from zprime_grad.config import as_data
+
+    config = tmp_path / "config.yaml"  # the skim's config (validate refuses a skim made with another)
+    config.write_text(yaml.safe_dump(as_data(generated.config)))
     out = tmp_path / "cli"
-    assert main(["validate", "--params", str(optimised), "--columns", str(skim_dir), "--out", str(out),
+    assert main(["validate", str(config), "--params", str(optimised), "--columns", str(skim_dir), "--out", str(out),
                  "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "baseline  Z_hard" in printed and (out / "validation.json").exists()
@@ -195,7 +201,8 @@ def test_cli_validate(generated, optimised, skim_dir, tmp_path, capsys):
 
     bad = tmp_path / "params.json"
     bad.write_text(json.dumps({"parameters": [{"name": "nonsense", "value": 1.0}]}))
-    assert main(["validate", "--params", str(bad), "--columns", str(skim_dir), "--out", str(out), "--no-plots"]) == 2
+    assert main(["validate", str(config), "--params", str(bad), "--columns", str(skim_dir), "--out", str(out),
+                 "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "nonsense" in err and "Traceback" not in err
 
