@@ -172,3 +172,31 @@ def test_processor_options_are_typed_and_reach_the_processor(tmp_path):
         processor_for("2017_UL", tmp_path, options={"met": "TkMET"})
     with pytest.raises(UserError, match=r"analysis\.options\.btag: Extra inputs are not permitted"):
         processor_for("2017_UL", tmp_path, options={"btag": "x"})
+
+
+def test_zprime_grad_skim_with_era_2022_on_run3_mc_and_data(tmp_path):
+    """The command a user runs: `zprime-grad skim` with analysis.era 2022 on the Run 3 v11 MC and data
+    files, the POG-format corrections and a golden JSON; skim.json counts what the mask removed."""
+    import yaml
+
+    from zprime_grad.cli import main
+
+    mc, data = shared("nanoaod", "higgsdna", "GJet_v11_Skim.root"), shared("nanoaod", "higgsdna", "EGamma_F_Skim.root")
+    pog = str(pog_file_for("2022", "deepjet", tmp_path))
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"360393": [[1, 66]]}))  # EGamma_F is lumi section 67: every event removed
+    config = tmp_path / "era2022.yaml"
+    config.write_text(yaml.safe_dump({
+        "analysis": {"era": "2022", "tagger": "deepjet", "golden_json": str(golden),
+                     "corrections": {k: pog for k in ("muon", "btag", "pileup", "jme")}},
+        "skim": {"executor": "iterative"}}))
+    fileset = tmp_path / "fileset.json"
+    fileset.write_text(json.dumps({"gjet": {"files": {str(mc): "Events"}, "metadata": {"xsec": 1.0, "process": "gjet"}},
+                                   "egamma": {"files": {str(data): "Events"}, "metadata": {"is_data": True}}}))
+    out = tmp_path / "skim"
+    assert main(["skim", str(config), "--fileset", str(fileset), "--out", str(out)]) == 0
+    report = json.loads((out / "skim.json").read_text())
+    assert report["datasets"]["gjet"]["entries_read"] == 100
+    assert report["datasets"]["egamma"]["lumi_mask_removed"] == 100
+    config.write_text(yaml.safe_dump({"analysis": {"era": "2022"}, "skim": {"executor": "iterative"}}))
+    assert main(["skim", str(config), "--fileset", str(fileset), "--out", str(tmp_path / "again")]) == 2
