@@ -408,6 +408,9 @@ class ValidationConfig(Strict):
     bootstrap: int = Field(200, ge=0, le=100_000, description="Poisson bootstrap replicas of the held-out MC: the spread of "
                                                  "Z0 and of the ratio between analyses (0: off)")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the bootstrap counts")
+    toys: int = Field(0, ge=0, le=1_000_000, description="pseudo-experiments per hypothesis (b-only and s+b) "
+                      "checking the asymptotic Z0 of the baseline and optimised workspaces (stats/toys.py; "
+                      "0: off; the full model fits ~10-30 toys/s on 2 cores)")
     plots: StrictBool = Field(True, description="draw the PNG plots and the report's images (false: numbers, "
                                           "workspaces and report text only, e.g. in batch comparisons)")
 

@@ -195,6 +195,11 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
                               "Z_hard_optimiser_model": None if z_model is None else z_model["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
                               "fit": fit, "yields": yields(hists[label], channels, [*processes, DATA])}
+            if config.validation.toys and not measure:  # the asymptotic Z0 checked with pseudo-experiments
+                from zprime_grad.validate.toys import toy_check
+
+                bar.set_postfix_str(f"{label}: {config.validation.toys} toys")
+                results[label]["toys"] = toy_check(specs[label], config.validation.toys, seed=config.validation.seed)
             if measure:
                 sigma = expected_mu_uncertainty(specs[label])
                 results[label].update(mu_uncertainty_hard=sigma["sigma_mu"], mu_uncertainty_method=sigma["method"],

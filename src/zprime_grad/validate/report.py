@@ -28,6 +28,9 @@ def render(summary: dict, images: dict[str, bytes]) -> str:
          _row("Z soft (optimiser, odd events)", "", _fmt(opt.get("Z_soft"))),
          _row("μ̂ (fit to pseudo-data)", _fmt(base["fit"].get("mu_hat")), _fmt(opt["fit"].get("mu_hat"))),
          _row("σ(μ̂)", _fmt(base["fit"].get("mu_uncertainty")), _fmt(opt["fit"].get("mu_uncertainty")))]
+    if base.get("toys") or opt.get("toys"):  # validation.toys: the asymptotic Z0 checked with toys
+        z += [_row(f"Z from toys ({(base.get('toys') or opt['toys'])['n']} per hypothesis, JAX)",
+                   _toy(base.get("toys")), _toy(opt.get("toys")))]
     boot = (summary.get("bootstrap") or {}).get("analyses")
     if boot:  # the held-out MC's own noise (validation.bootstrap replicas)
         z += [_row("± bootstrap of the held-out MC (optimiser's model)", _fmt(boot["baseline"]["Z_std"], 2),
@@ -58,6 +61,17 @@ luminosity), hist → cabinetry → pyhf, systematics included. Improvement {_im
 <h2>Plots</h2>{figures}
 </body></html>
 """
+
+
+def _toy(t: dict | None) -> str:
+    """Toy Z ± its uncertainty vs the asymptotic Z in the same likelihood, and whether they agree."""
+    if not t:
+        return "n/a"
+    z = (f"{t['z']:.3f} ± {t['z_uncertainty']:.3f}" if t.get("z") is not None
+         else f"> {_fmt(t.get('z_lower_bound'), 3)}")
+    verdict = "agrees" if t.get("agree") else "differs"
+    return (f"{z} vs asymptotic {_fmt(t.get('asymptotic_z'))} ({verdict}; p0 = {_fmt(t.get('p0'), 3)}, "
+            f"{t.get('n_exceed')} toys above; {t.get('failed')} failed fits)")
 
 
 def write_report(out: Path, summary: dict) -> str:
