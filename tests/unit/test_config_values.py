@@ -48,7 +48,7 @@ LEGITIMATE = {
     ("optimise.finetune.threshold_step", "0"): "thresholds held while the weights train",
     ("optimise.networks.*.learning_rate", "0"): "documented: frozen weights",
     ("optimise.networks.*.bounds.0", "0"): "a score is >= 0",
-    ("validation.bootstrap", "0"): "documented: no bootstrap",
+    ("validation.bootstrap", "0"): "documented: no bootstrap", ("validation.toys", "0"): "documented: no toys",
     ("skim.retries", "0"): "no Dask retries",
     ("cluster.gateway.adapt.minimum", "0"): "an adaptive cluster may scale to zero",
 }
