@@ -285,9 +285,10 @@ class ZprimeTTbarProcessor(processor.ProcessorABC):
         if sumw is None:
             sumw = file_sumw(meta["filename"], meta.get("treename", "Events"))
         base = mc_weight(gen_weight, float(meta["xsec"]), self.lumi_pb, float(sumw))
+        kept = jets.take(keep)
         factors = {
             "muon_sf": syst.muon_sf(muon["pt"][keep], muon["eta"][keep], self.inputs),
-            "btag_sf": syst.btag_sf(jets.take(keep), jets.take(keep).btag > self.btag_medium, self.inputs),
+            "btag_sf": syst.btag_sf(kept, kept.btag > self.btag_medium, self.inputs),
             "pileup": (syst.pileup_weight(n_true_int, self.inputs) if n_true_int is not None
                        else {v: np.ones_like(base) for v in syst.VARIATIONS}),
         }
