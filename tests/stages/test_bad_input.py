@@ -216,3 +216,33 @@ def test_ctrl_c_stops_the_driver_and_its_dask_workers_without_a_traceback(inputs
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, f"workers left running: {alive}"
     assert not (tmp_path / "skim" / "skim.json").exists()
+
+
+def test_ctrl_c_stops_generate_and_its_pythia_workers_at_once(tmp_path):
+    """The workers are inside Pythia's C++ loop, which never sees a signal: the driver must stop them
+    itself, not wait for the files being generated (a minute each on a busy machine)."""
+    import psutil
+
+    out = tmp_path / "generated"
+    proc = subprocess.Popen([sys.executable, "-m", "zprime_grad.cli", "generate", "--events", "4000", "--workers", "2",
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        workers: list = []
+        while time.time() < deadline and len(workers) < 3:  # the queue's manager and two generating workers
+            time.sleep(0.5)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(5)  # inside Pythia
+        assert proc.poll() is None and len(workers) >= 3, "generate ended before it could be interrupted"
+        files_before = sorted(out.rglob("*.root"))
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == "zprime-grad generate: interrupted; completed outputs are kept"
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers left running: {alive}"
+    assert sorted(out.rglob("*.root")) == files_before, "a file was finished after the Ctrl-C"

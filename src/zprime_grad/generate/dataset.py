@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
@@ -52,19 +53,44 @@ def _run_jobs(jobs: list[FileJob], workers: int, progress: bool) -> list[dict]:
     context = multiprocessing.get_context("spawn")
     bar = terminal.bar(total, "generate", "ev", progress=progress)
     with closing(bar), terminal.chatter(), context.Manager() as manager, \
-            ProcessPoolExecutor(workers, mp_context=context) as pool:
+            ProcessPoolExecutor(workers, mp_context=context, initializer=_leave_ctrl_c_to_the_parent) as pool:
         queue = manager.Queue()
         pending = {pool.submit(generate_file, job, queue): job for job in sorted(todo, key=lambda j: -j.n_events)}
-        while pending:
-            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            while not queue.empty():
-                bar.update(queue.get()[1])
-            for future in finished:
-                job = pending.pop(future)
-                done[job] = future.result()  # a worker error propagates here, naming nothing half-written
-                log.info("generate: wrote %s (%d events, %.1f s)", job.path.name, job.n_events, done[job]["seconds"])
-                bar.set_postfix_str(f"files {len(todo) - len(pending)}/{len(todo)}")
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    bar.update(queue.get()[1])
+                for future in finished:
+                    job = pending.pop(future)
+                    done[job] = future.result()  # a worker error propagates here, naming nothing half-written
+                    log.info("generate: wrote %s (%d events, %.1f s)", job.path.name, job.n_events, done[job]["seconds"])
+                    bar.set_postfix_str(f"files {len(todo) - len(pending)}/{len(todo)}")
+        except BaseException:
+            _stop_now(pool)
+            raise
     return [done[j] for j in jobs]
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """A terminal's Ctrl-C reaches every process of the group; a worker inside Pythia's C++ loop would
+    only notice it after its batch. The parent decides and stops the workers (`_stop_now`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Stop at once, not after the files being generated are done: a file is written atomically, so a
+    killed worker leaves no partial file (its temporary is cleaned by the next run)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join(timeout=10)
 
 
 def effective_xsec(config: Config, summaries: list[dict]) -> dict[str, float]:
