@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -34,6 +35,12 @@ COMMANDS = [
     "zprime_grad.stages.commands.fileset",
 ]
 _PACKAGE = Path(__file__).resolve().parent
+
+if multiprocessing.current_process().name != "MainProcess":
+    # a worker process the command spawned (Dask's LocalCluster, the generator's pool) imports the command's
+    # main module first: it ignores the terminal's Ctrl-C from birth, and the command stops it. A Ctrl-C that
+    # killed a worker while it starts would leave the cluster's start-up waiting and print its traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _command_module(name: str):

@@ -193,7 +193,7 @@ def test_ctrl_c_stops_the_driver_and_its_dask_workers_without_a_traceback(inputs
     proc = subprocess.Popen([sys.executable, "-m", "zprime_grad.cli", "skim", "--fileset", str(tmp_path / "big.json"),
                              "--executor", "dask", "--workers", "2", "--chunksize", "200", "--out",
                              str(tmp_path / "skim")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -205,7 +205,13 @@ def test_ctrl_c_stops_the_driver_and_its_dask_workers_without_a_traceback(inputs
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert proc.poll() is None and workers, "the skim ended before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack, for the failure below
+            proc.wait(timeout=30)
+            reader.join(timeout=30)
+            pytest.fail("the skim did not stop within 120 s of the Ctrl-C:\n" + "".join(lines)[-20000:])
         reader.join(timeout=30)
     finally:
         if proc.poll() is None:

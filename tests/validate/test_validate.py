@@ -245,6 +245,15 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
                                  checked=True)
     assert iterative["baseline"].sum().value > 0
     assert iterative["baseline"].sum().value != pytest.approx(iterative["optimised"].sum().value)
+    # a fileset whose metadata changed is read with the new metadata in the same process (coffea's default
+    # metadata cache lives for the process and holds the metadata of the first read of each file)
+    name = next(n for n, d in fileset.items() if not d["metadata"].get("is_data") and n.startswith("ttbar"))
+    doubled = {name: {**fileset[name], "metadata": {**fileset[name]["metadata"],
+                                                    "xsec": 2 * fileset[name]["metadata"]["xsec"]}}}
+    once, twice = (fill_with_runner(f, analysis, binning, {"baseline": thetas["baseline"]}, executor="iterative",
+                                    chunksize=CHUNKSIZE, checked=True)["baseline"][{"variation": "nominal"}].sum().value
+                   for f in ({name: fileset[name]}, doubled))
+    assert once > 0 and twice == pytest.approx(2 * once, rel=1e-12)
     local = LocalChunks.from_directory(skim_dir)
     _same(iterative, fill_from_columns(local, binning, thetas))
     _same(iterative, fill_with_runner(fileset, analysis, binning, thetas, executor="futures", workers=2,

@@ -68,7 +68,8 @@ def fill_with_runner(fileset, analysis, binning: Binning, thetas: Mapping[str, M
     fileset = fileset if checked else prepare_fileset(fileset, analysis)
     fileset, iteritems_options = declared_reading(fileset, analysis)  # the skim's bulk read of its branches
     runner = coffea_processor.Runner(coffea_executor(executor, workers=workers, client=client),
-                                     schema=NanoAODSchema, chunksize=chunksize)
+                                     schema=NanoAODSchema, chunksize=chunksize,
+                                     metadata_cache={})  # coffea's default lives for the process (skim/runner.py)
     stderr = io.StringIO()  # FuturesExecutor prints a traceback before re-raising; keep it quiet
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
