@@ -29,6 +29,7 @@ COMMANDS = [
     "zprime_grad.stages.run",
     "zprime_grad.stats.cli",
     "zprime_grad.stages.commands.optimise",
+    "zprime_grad.stages.commands.scan",
     "zprime_grad.stages.commands.skim",
     "zprime_grad.stages.commands.validate",
     "zprime_grad.stages.commands.train",

@@ -415,6 +415,25 @@ class ValidationConfig(Strict):
                                           "workspaces and report text only, e.g. in batch comparisons)")
 
 
+class ScanConfig(Strict):
+    """The black-box baseline (zprime-grad scan; run: after optimise, validated beside θ*): the same cuts
+    searched without gradients on the same training events, in the hard-cut limit of the same objective."""
+
+    methods: list[Literal["sobol", "tpe"]] = Field(["sobol", "tpe"], description="searches to run: sobol "
+                                                   "(scrambled Sobol points), tpe (Optuna's TPE); []: no scan")
+    budget: int | None = Field(None, ge=1, le=1_000_000, description="objective evaluations per method; None: "
+                               "the gradient run's, epochs x (1 + parameters)")
+    batch: int = Field(16, ge=1, le=4096, description="candidates evaluated in one pass over the chunks")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the Sobol scrambling and of the TPE sampler")
+
+    @field_validator("methods")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each method at most once")
+        return value
+
+
 # --------------------------------------------------------------------------------------------- root
 class CorrectionFiles(Strict):
     """correctionlib files per POG (a path relative to this config file, or a URL); None: the files
@@ -494,6 +513,7 @@ class Config(Strict):
         "relative paths are relative to this config file")
     optimise: OptimiseConfig = OptimiseConfig()
     validation: ValidationConfig = ValidationConfig()
+    scan: ScanConfig = ScanConfig()
     skim: SkimConfig = SkimConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="learned observables (zprime-grad train)")
     cluster: ClusterConfig = ClusterConfig()

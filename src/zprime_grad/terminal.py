@@ -192,6 +192,10 @@ def summary_lines(validation: dict, where: str) -> list[str]:
         lo, hi = boot["ratio_interval_68"]
         improvement += f"; bootstrap 68 % interval {lo:.3f} - {hi:.3f} ({validation['bootstrap']['replicas']} replicas)"
     lines.append(improvement)
+    if validation.get("comparisons"):  # the black-box scan's best cuts on the same held-out events
+        lines.append("black-box search, same budget: " + ", ".join(
+            f"{label} Z0 {_fmt(c['Z_hard'])} (x{_fmt(c.get('improvement'))})"
+            for label, c in validation["comparisons"].items()))
     for row in (validation.get("learned") or {}).get("rows", [])[2:]:
         lines.append(f"{row['label']}: Z0 {_fmt(row['Z_hard'])}")
     if (validation.get("learned") or {}).get("finetuned_over_cuts_only") is not None:

@@ -29,6 +29,7 @@ BAD = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "0": 0, 
 LEGITIMATE = {
     ("analysis.lumi_uncertainty", "0"): "no luminosity systematic",
     ("generate.seed", "0"): "a seed", ("validation.seed", "0"): "a seed", ("models.*.train.seed", "0"): "a seed",
+    ("scan.seed", "0"): "a seed",
     ("generate.samples.*.pthat_min", "0"): "no lower pT-hat cut (Pythia's default)",
     ("generate.samples.*.bias_pow", "0"): "documented: 0 switches biasing off",
     ("generate.data.signal_strength", "0"): "background-only pseudo-data (the default)",

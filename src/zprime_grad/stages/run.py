@@ -80,8 +80,18 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
         log.info("run: optimise -> %s", optimise_dir)
         outputs["optimise"] = str(optimise_dir)
 
-        # hard cuts at θ* and θ₀ on the held-out (odd) events of the same chunks, cabinetry/pyhf, report
-        validate(config, chunks, optimise_dir / "params.json", out, progress=progress)
+        compare = {}
+        if config.scan.methods and learned is None:  # the black-box baseline at the gradient run's budget
+            from zprime_grad.scan import gradient_budget, scan
+
+            scanned = scan(config, chunks, out / "scan", progress=progress,
+                           budget=config.scan.budget or gradient_budget(optimise_dir / "params.json"),
+                           reuse_for=optimise_dir / "params.json")
+            compare = {f"scan_{m}": out / "scan" / m / "params.json" for m in scanned["methods"]}
+            outputs["scan"] = str(out / "scan")
+
+        # hard cuts at θ* and θ₀ (and the scan's) on the held-out (odd) events of the same chunks, report
+        validate(config, chunks, optimise_dir / "params.json", out, progress=progress, compare=compare)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
             from zprime_grad.stages.learned import run_learned
 

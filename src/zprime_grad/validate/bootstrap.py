@@ -21,7 +21,7 @@ import numpy as np
 
 from zprime_grad.model_table import ModelSettings, ModelShape
 from zprime_grad.validate.compare import hard_layout, without_variations_of_empty
-from zprime_grad.validate.hists import NOMINAL, Binning, selections
+from zprime_grad.validate.hists import HELDOUT_PARITY, NOMINAL, Binning, selections
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,13 @@ def event_counts(chunk, replicas: int, seed: int) -> np.ndarray:
     return np.concatenate([np.ones((1, chunk.n_events)), draws])
 
 
-def _bin_sums(counts: np.ndarray, w: np.ndarray, x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Σ count·w and Σ count·w² per bin, ``[replicas + 1, bins]`` (no flow bins, as the fit sees them)."""
+def _bin_sums(counts: np.ndarray, w: np.ndarray, x: np.ndarray, edges: np.ndarray,
+              fold: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Σ count·w and Σ count·w² per bin, ``[replicas + 1, bins]``: no flow bins, as the validation's fit
+    sees them; ``fold``: under/overflow in the edge bins, as the optimiser's KDE templates hold them."""
     index = np.searchsorted(edges, x, side="right") - 1
+    if fold:
+        index = np.clip(index, 0, len(edges) - 2)
     inside = (index >= 0) & (index < len(edges) - 1)
     onehot = np.zeros((int(inside.sum()), len(edges) - 1))
     onehot[np.arange(len(onehot)), index[inside]] = 1.0
@@ -50,9 +54,10 @@ def _bin_sums(counts: np.ndarray, w: np.ndarray, x: np.ndarray, edges: np.ndarra
 
 
 def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str, ModelShape], replicas: int,
-                   seed: int = 0) -> dict[str, np.ndarray]:
-    """One chunk's ``{label: H[replica, process, channel, template, bin]}``: its held-out MC events
-    as `hists.selections` picks them for the hard-cut templates, each × its replica counts."""
+                   seed: int = 0, parity: int = HELDOUT_PARITY, fold: bool = False) -> dict[str, np.ndarray]:
+    """One chunk's ``{label: H[replica, process, channel, template, bin]}``: its held-out (``parity``)
+    MC events as `hists.selections` picks them for the hard-cut templates, each × its replica counts
+    (``fold``: see `_bin_sums`)."""
     out = {label: np.zeros((replicas + 1, *layouts[label].shape)) for label in analyses}
     if chunk.is_data:
         return out
@@ -64,9 +69,10 @@ def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str
         p = layout.processes.index(chunk.process)
         slots = {NOMINAL: 0, **{v: t for t, v in enumerate(layout.variations, start=2)}}
         edges = np.asarray(analysis.binning.edges, float)
-        for _, channel, _, variation, keep, x, w in selections(chunk, analysis.binning, {label: analysis.theta}):
+        for _, channel, _, variation, keep, x, w in selections(chunk, analysis.binning, {label: analysis.theta},
+                                                                  parity):
             c = layout.channel_names.index(channel)
-            sums, squares = _bin_sums(counts[:, keep], w, x, edges)
+            sums, squares = _bin_sums(counts[:, keep], w, x, edges, fold)
             H[:, p, c, slots[variation]] += sums
             if variation == NOMINAL:
                 H[:, p, c, 1] += squares
@@ -74,11 +80,13 @@ def chunk_replicas(chunk, analyses: Mapping[str, Analysis], layouts: Mapping[str
 
 
 def replica_histograms(chunks, analyses: Mapping[str, Analysis], layouts: Mapping[str, ModelShape],
-                       replicas: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``{label: H[replica, process, channel, template, bin]}`` over the held-out MC events of skimmed
-    chunks (`zprime_grad.chunks`; on Dask, filled where the chunks are), replica 0 nominal;
+                       replicas: int, seed: int = 0, parity: int = HELDOUT_PARITY,
+                       fold: bool = False) -> dict[str, np.ndarray]:
+    """``{label: H[replica, process, channel, template, bin]}`` over the held-out (``parity``) MC events
+    of skimmed chunks (`zprime_grad.chunks`; on Dask, filled where the chunks are), replica 0 nominal;
     ``layouts[label]`` fixes the order of processes, channels and variations."""
-    return chunks.reduce(partial(chunk_replicas, analyses=analyses, layouts=layouts, replicas=replicas, seed=seed))
+    return chunks.reduce(partial(chunk_replicas, analyses=analyses, layouts=layouts, replicas=replicas, seed=seed,
+                                 parity=parity, fold=fold))
 
 
 def replica_significances(H: np.ndarray, layout: ModelShape, settings: ModelSettings) -> np.ndarray:

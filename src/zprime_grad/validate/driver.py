@@ -138,20 +138,27 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, source) 
     return hists, checked, f"{source.mode}:{source.executor}"
 
 
-def validate(config: Config, chunks, params, out, *, plots: bool | None = None,
-             progress: bool | None = None) -> dict:
+def validate(config: Config, chunks, params, out, *, plots: bool | None = None, progress: bool | None = None,
+             compare: Mapping[str, object] | None = None) -> dict:
     """Validate θ* (``params``: a ``params.json`` path or payload) against θ₀ with hard cuts on the
     held-out half of ``chunks`` (`zprime_grad.chunks`, or a `fill.FilesetInput`); writes
-    ``OUT/validation.json``. ``plots``: None follows ``validation.plots``."""
+    ``OUT/validation.json``. ``plots``: None follows ``validation.plots``. ``compare``: other cuts
+    (``{label: params}``, e.g. the black-box scan's) validated the same way, in ``comparisons``."""
     out = Path(out)
+    compare = dict(compare or {})
+    clash = sorted(set(compare) & {*LABELS, "comparisons"})
+    if clash:
+        raise UserError(f"validate: comparison labels {clash} are taken by the validation itself")
     with atomic.exclusive(out) as locked:
+        earlier = tuple(sorted(p.name for p in out.glob("workspace_*.json")))  # any earlier comparison's too
         if locked:
-            atomic.remove_leftovers(out, names=OUTPUTS)
-        atomic.set_aside(out, OUTPUTS)  # nothing of an earlier validation next to this one's
-        return _validate(config, chunks, params, out, plots=plots, progress=progress)
+            atomic.remove_leftovers(out, names=(*OUTPUTS, *earlier))
+        atomic.set_aside(out, (*OUTPUTS, *earlier))  # nothing of an earlier validation next to this one's
+        return _validate(config, chunks, params, out, plots=plots, progress=progress, compare=compare)
 
 
-def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, progress: bool | None) -> dict:
+def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, progress: bool | None,
+              compare: Mapping[str, object]) -> dict:
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
     start = time.perf_counter()
@@ -160,6 +167,12 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
     analysis = make_processor(config, skim_options(config))
     binning, theta_opt, networks, payload = hard_cuts(config, analysis, params)
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
+    if compare and networks:
+        raise UserError("validate: comparisons need cuts without learned observables (optimise.networks)")
+    payloads = {}
+    for label, other in compare.items():
+        _, thetas[label], _, payloads[label] = hard_cuts(config, analysis, other)
+    labels = (*LABELS, *compare)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # coffea schema / cabinetry / pyhf deprecation chatter
         hists, checked, used = fill_histograms(config, analysis, binning, thetas, chunks)
@@ -172,8 +185,8 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
         results, problems = {}, []
         measure = config.optimise.objective == "mu_uncertainty"  # a measurement: σ(μ), not a discovery Z
         boot = not measure and bool(config.validation.bootstrap) and from_chunks
-        bar = terminal.bar(3 * len(LABELS) + boot + bool(plots), "validate", "step", progress=progress)
-        for label in LABELS:
+        bar = terminal.bar(3 * len(labels) + boot + bool(plots), "validate", "step", progress=progress)
+        for label in labels:
             # the MLE fit: held-out pseudo-data at their own luminosity (real counts, model ×½); Z_hard: full
             spec = (at_luminosity_fraction(specs[label], 1.0 / HALF_SCALE) if pseudo_data
                     else asimov_observations(specs[label]))
@@ -195,7 +208,7 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
                               "Z_hard_optimiser_model": None if z_model is None else z_model["Z"],
                               "Z_hard_method": z["method"], **({"Z_hard_errors": z["errors"]} if "errors" in z else {}),
                               "fit": fit, "yields": yields(hists[label], channels, [*processes, DATA])}
-            if config.validation.toys and not measure:  # the asymptotic Z0 checked with pseudo-experiments
+            if config.validation.toys and not measure and label in LABELS:  # asymptotic Z0 vs pseudo-experiments
                 from zprime_grad.validate.toys import toy_check
 
                 bar.set_postfix_str(f"{label}: {config.validation.toys} toys")
@@ -207,6 +220,10 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
                 if not pseudo_data:
                     results[label]["fit"]["mu_uncertainty"] = sigma["sigma_mu"]
             bar.update(1)
+    comparisons = {label: {**results.pop(label), "source": str(compare[label]) if isinstance(compare[label], (str, Path))
+                           else "payload", **{k: payloads[label][k] for k in ("method", "evaluations", "selected_on",
+                                                                             "value_train") if k in payloads[label]}}
+                   for label in compare}
     z_soft = payload.get("z_valid_final") if payload.get("objective", "discovery") == "discovery" else None
     results["optimised"]["Z_soft"] = z_soft
     opt_model = results["optimised"]["Z_hard_optimiser_model"]
@@ -220,6 +237,8 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
         "fit_luminosity_fraction": 1.0 / HALF_SCALE if pseudo_data else 1.0,
         **results,
         "improvement": (opt / base) if base and opt is not None else None,
+        **({"comparisons": {label: {**c, "improvement": c["Z_hard"] / base if base and c["Z_hard"] is not None
+                                    else None} for label, c in comparisons.items()}} if comparisons else {}),
         "soft_minus_hard_relative": ((z_soft - opt) / opt) if z_soft is not None and opt else None,
         "soft_minus_hard_relative_same_model": ((z_soft - opt_model) / opt_model)
         if z_soft is not None and opt_model else None,
@@ -236,7 +255,7 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
         from zprime_grad.validate.bootstrap import Analysis, bootstrap
 
         bar.set_postfix_str(f"bootstrap ({config.validation.bootstrap} replicas)")
-        summary["bootstrap"] = bootstrap(chunks, {k: Analysis(binning, thetas[k]) for k in LABELS},
+        summary["bootstrap"] = bootstrap(chunks, {k: Analysis(binning, thetas[k]) for k in labels},
                                          processes=processes, variations=variations, settings=settings,
                                          reference="baseline", replicas=config.validation.bootstrap,
                                          seed=config.validation.seed)

@@ -73,12 +73,13 @@ def variations_of(chunk) -> list[tuple[str, str, str]]:
     return out
 
 
-def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]]):
-    """Yield ``(label, channel, process, variation, keep, x, w)``: the held-out events each template
-    receives (``keep``: their mask over the chunk's events; ``x``, ``w``: theirs)."""
+def selections(chunk, binning: Binning, thetas: Mapping[str, Mapping[str, float]], parity: int = HELDOUT_PARITY):
+    """Yield ``(label, channel, process, variation, keep, x, w)``: the events of one half (default: the
+    held-out one) each template receives (``keep``: their mask over the chunk's events; ``x``, ``w``:
+    theirs). ``parity=0``: the optimiser's training half (the black-box scan's objective)."""
     n = chunk.n_events
     process = DATA if chunk.is_data else chunk.process
-    heldout = np.asarray(chunk.columns["parity"][:n]) == HELDOUT_PARITY
+    heldout = np.asarray(chunk.columns["parity"][:n]) == parity
     for label, theta in thetas.items():
         for variation, view, weight in variations_of(chunk):
             columns = {k: v[:n] for k, v in chunk.view(view).items()}

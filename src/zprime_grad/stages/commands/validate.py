@@ -25,8 +25,22 @@ def register(subparsers) -> None:
                    help="coffea Runner (default) or NanoEvents dask mode + dask-histogram (on the dask client)")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the mplhep plots (OUT/plots/); default: validation.plots")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=PARAMS",
+                   help="other cuts validated beside theta* (e.g. scan_tpe=scan/tpe/params.json); repeatable")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
+
+
+def comparisons(pairs) -> dict[str, str]:
+    from zprime_grad.errors import UserError
+
+    out = {}
+    for pair in pairs:
+        label, sep, path = pair.partition("=")
+        if not sep or not label or not path or label in out:
+            raise UserError(f"--compare: expected LABEL=PARAMS with a new label, got {pair!r}")
+        out[label] = path
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     atomic.writable_directory(args.out, "--out directory")
-    check_params(config, args.params)  # before the chunks are read
+    compare = comparisons(args.compare)
+    for path in (args.params, *compare.values()):
+        check_params(config, path)  # before the chunks are read
     # a cluster only when asked for (--executor dask, --scheduler, cluster.kind): the session opens it
     with Session(config, scheduler=args.scheduler, workers=args.workers,
                  backend="dask" if args.executor == "dask" else "local") as session:
         source = (session.load(args.columns) if args.columns else
                   session.fileset(args.fileset, mode=args.mode, executor=args.executor, chunksize=args.chunksize))
-        result = validate(config, source, args.params, args.out, plots=False if args.no_plots else None)
+        result = validate(config, source, args.params, args.out, plots=False if args.no_plots else None,
+                          compare=compare)
     fmt = lambda z: "n/a" if z is None else f"{z:.4f}"  # noqa: E731
     base, opt = result["baseline"], result["optimised"]
     measure = result.get("figure_of_merit") == "mu_uncertainty"
@@ -57,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  baseline  Z_hard {fmt(base['Z_hard'])}")
         print(f"  optimised Z_hard {fmt(opt['Z_hard'])}  Z_soft {fmt(opt['Z_soft'])}")
     improvement = result["improvement"]
+    for label, c in result.get("comparisons", {}).items():
+        print(f"  {label} Z_hard {fmt(c['Z_hard'])}  improvement {fmt(c.get('improvement'))}")
     print(f"  improvement {fmt(improvement)} -> {args.out}/validation.json")
     for warning in result.get("fit_warnings", []):  # fits that really failed: what it means for the numbers
         print(f"  warning: {warning}")
