@@ -85,13 +85,28 @@ class Analysis:
         return optimise(override(self.config, optimise=settings), chunks, out, start=start, resume=resume,
                         progress=progress, on_epoch=on_epoch)
 
-    def validate(self, chunks, params, out="outputs/validate", *, plots: bool | None = None) -> dict:
+    def scan(self, chunks, out="outputs/scan", *, params=None, budget: int | None = None, methods=None) -> dict:
+        """The black-box baseline: the same cuts searched without gradients on the training events, with
+        ``budget`` evaluations per method (default: ``scan.budget``, else the gradient run's, from its
+        ``params`` path); returns ``scan.json``'s content (each method's best in ``out/<method>/params.json``)."""
+        from zprime_grad.errors import UserError
+        from zprime_grad.scan import gradient_budget, scan
+
+        budget = budget or self.config.scan.budget or (gradient_budget(params) if params is not None else None)
+        if budget is None:
+            raise UserError("scan: no budget: give params (the gradient run's params.json) or budget")
+        return scan(self.config, chunks, out, budget=budget, methods=methods,
+                    reuse_for=params if isinstance(params, (str, Path)) else None)
+
+    def validate(self, chunks, params, out="outputs/validate", *, plots: bool | None = None,
+                 compare=None) -> dict:
         """θ* (``params``: a params.json path or the dict ``.optimise`` returned) against the baseline as
         hard cuts on the held-out (odd) events of ``chunks`` (or ``.fileset(...)``) with hist/cabinetry/pyhf;
+        ``compare``: ``{label: params}`` of other cuts (e.g. ``.scan``'s) validated beside them;
         writes ``out/validation.json`` and returns it."""
         from zprime_grad.validate import validate
 
-        return validate(self.config, chunks, params, out, plots=plots)
+        return validate(self.config, chunks, params, out, plots=plots, compare=compare)
 
     def train(self, chunks, out="outputs/train", *, names=None) -> dict:
         """Pre-train the config's ``models`` on ``chunks``; returns ``{name: network file}``."""
