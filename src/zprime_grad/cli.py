@@ -136,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zprime-grad {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        if argv is None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # decided: exit 130; a second or re-sent Ctrl-C
-            # (`_ctrl_c`) arriving during shutdown must not turn it into death by SIGINT
+            # (`_ctrl_c`) arriving during shutdown must not turn it into death by SIGINT (the command
+            # line's process only: a caller of main([...]) keeps its Ctrl-C)
         print(f"zprime-grad {args.command}: interrupted; completed outputs are kept", file=sys.stderr)
         return 130
 

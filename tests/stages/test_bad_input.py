@@ -184,6 +184,12 @@ def test_the_skims_config_is_accepted_with_its_own_skim_settings(inputs):
 
 
 # ------------------------------------------------------------------------------------ Ctrl-C
+def as_in_a_terminal() -> None:
+    """The command starts as a terminal starts it, with Ctrl-C at its default, whatever this test process
+    (a pytest-xdist worker that other tests ran in) has made of SIGINT: an ignored SIGINT is inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_driver_and_its_dask_workers_without_a_traceback(inputs, tmp_path):
     import psutil
 
@@ -193,7 +199,8 @@ def test_ctrl_c_stops_the_driver_and_its_dask_workers_without_a_traceback(inputs
     proc = subprocess.Popen([sys.executable, "-m", "zprime_grad.cli", "skim", "--fileset", str(tmp_path / "big.json"),
                              "--executor", "dask", "--workers", "2", "--chunksize", "200", "--out",
                              str(tmp_path / "skim")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=as_in_a_terminal)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -232,7 +239,7 @@ def test_ctrl_c_stops_generate_and_its_pythia_workers_at_once(tmp_path):
     out = tmp_path / "generated"
     proc = subprocess.Popen([sys.executable, "-m", "zprime_grad.cli", "generate", "--events", "4000", "--workers", "2",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.time() + 180
         workers: list = []
