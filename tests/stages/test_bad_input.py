@@ -67,6 +67,7 @@ def commands(i, out):
         "optimise": ["optimise", "--columns", i["skim"], "--epochs", "1", "--out", out],
         "train": ["train", NN, "--columns", i["skim"], "--out", out],
         "validate": ["validate", "--params", i["params"], "--columns", i["skim"], "--out", out],
+        "scan": ["scan", "--columns", i["skim"], "--budget", "2", "--out", out],
         "run": ["run", "--fileset", i["fileset"], "--epochs", "1", "--out", out],
         "fileset": ["fileset", i["fileset"], "--samples", str(REPO / "configs/opendata2016/samples.yaml"), "--out", out],
     }
@@ -74,7 +75,7 @@ def commands(i, out):
 
 BAD_ARGUMENT = {"generate": ("--seed", "-1"), "skim": ("--chunksize", "0"), "optimise": ("--epochs", "nan"),
                 "train": ("--workers", "0"), "validate": ("--chunksize", "-5"), "run": ("--events", "inf"),
-                "fileset": ("--max-files", "0"), "significance": ("--measurement",)}
+                "fileset": ("--max-files", "0"), "significance": ("--measurement",), "scan": ("--budget", "0")}
 
 
 @pytest.mark.parametrize("command", sorted(BAD_ARGUMENT))
@@ -87,7 +88,7 @@ def test_a_bad_argument_is_one_line_naming_the_option(command, inputs, capsys):
     assert exit.value.code == 2 and f"argument {option}" in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "run"])
+@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "scan", "run"])
 def test_a_bad_config_is_one_line_naming_the_field(command, inputs, capsys):
     argv = commands(inputs, str(inputs["dir"] / "out_config" / command))[command]
     argv = [argv[0], inputs["bad_config"], *[a for a in argv[1:] if a != NN]]
@@ -96,7 +97,7 @@ def test_a_bad_config_is_one_line_naming_the_field(command, inputs, capsys):
     assert not (inputs["dir"] / "out_config" / command).exists() or command == "run", "nothing done before the check"
 
 
-@pytest.mark.parametrize("command", ["skim", "optimise", "train", "validate", "run"])
+@pytest.mark.parametrize("command", ["skim", "optimise", "train", "validate", "scan", "run"])
 def test_a_bad_fileset_is_one_line_naming_dataset_and_key(command, inputs, capsys):
     argv = commands(inputs, str(inputs["dir"] / "out_fileset" / command))[command]
     if "--columns" in argv:
@@ -117,7 +118,7 @@ def test_bad_inputs_of_the_commands_without_a_fileset(inputs, capsys, tmp_path):
     assert rc == 2 and str(workspace) in err and "\n" not in err, err
 
 
-@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "run", "fileset"])
+@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "scan", "run", "fileset"])
 def test_an_existing_file_as_out_is_named_before_any_work(command, inputs, capsys):
     out = inputs["file"] if command != "fileset" else str(inputs["dir"])  # fileset --out is a file: a directory
     rc, err = run(capsys, *commands(inputs, out)[command])
@@ -136,7 +137,7 @@ def _in_a_mount_namespace(mount: str, target: Path, argv: list[str], prepare: st
                            "zprime_grad.cli", *argv], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "run", "fileset"])
+@pytest.mark.parametrize("command", ["generate", "skim", "optimise", "train", "validate", "scan", "run", "fileset"])
 def test_a_read_only_out_is_named_before_any_work(command, inputs):
     target = inputs["dir"] / "ro" / command
     out = target / "sub"
@@ -166,12 +167,14 @@ def test_a_skim_of_another_luminosity_processor_or_era_is_refused_naming_both_va
         config.write_text(text + "\n")
         for argv in (["optimise", str(config), "--columns", inputs["skim"], "--out", str(tmp_path / "o")],
                      ["validate", str(config), "--params", inputs["params"], "--columns", inputs["skim"],
-                      "--out", str(tmp_path / "v")]):
+                      "--out", str(tmp_path / "v")],
+                     ["scan", str(config), "--columns", inputs["skim"], "--budget", "2", "--out", str(tmp_path / "s")]):
             if ("agc_ttbar" in text or "era" in text) and argv[0] == "validate":
                 continue  # refused before the skim is read: other parameters / the era's POG files not given
             rc, err = run(capsys, *argv)
             assert rc == 2 and f"{skim_json}: the skim was made with {expected.format(config)}" in err, err
     assert not (tmp_path / "o" / "params.json").exists() and not (tmp_path / "v" / "validation.json").exists()
+    assert not (tmp_path / "s" / "scan.json").exists()
 
 
 def test_the_skims_config_is_accepted_with_its_own_skim_settings(inputs):
