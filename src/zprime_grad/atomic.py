@@ -141,7 +141,7 @@ def set_aside(directory: str | Path, names: Sequence[str]) -> list[str]:
     first), into one fresh hidden folder, which is then deleted. A run killed meanwhile leaves only that
     folder, which the next run's `remove_leftovers` deletes. Returns the names set aside."""
     directory = Path(directory)
-    present = [n for n in names if os.path.lexists(directory / n)]
+    present = [n for n in dict.fromkeys(names) if os.path.lexists(directory / n)]  # a name given twice: once
     if present:
         trash = directory / f"{STALE}{os.getpid()}-{time.time_ns()}"
         trash.mkdir()

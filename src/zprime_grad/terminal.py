@@ -193,8 +193,14 @@ def summary_lines(validation: dict, where: str) -> list[str]:
         improvement += f"; bootstrap 68 % interval {lo:.3f} - {hi:.3f} ({validation['bootstrap']['replicas']} replicas)"
     lines.append(improvement)
     if validation.get("comparisons"):  # the black-box scan's best cuts on the same held-out events
+        against = (validation.get("bootstrap") or {}).get("against_optimised") or {}
+
+        def beaten(label: str) -> str:
+            a = against.get(label)
+            return f", above theta* in {a['fraction_above_reference']:.0%} of replicas" if a else ""
+
         lines.append("black-box search, same budget: " + ", ".join(
-            f"{label} Z0 {_fmt(c['Z_hard'])} (x{_fmt(c.get('improvement'))})"
+            f"{label} Z0 {_fmt(c['Z_hard'])} (x{_fmt(c.get('improvement'))}{beaten(label)})"
             for label, c in validation["comparisons"].items()))
     for row in (validation.get("learned") or {}).get("rows", [])[2:]:
         lines.append(f"{row['label']}: Z0 {_fmt(row['Z_hard'])}")

@@ -97,6 +97,8 @@ def test_scan_writes_params_that_validate_reads_beside_theta_star(generated, chu
     assert same["evaluations"] == 12
     assert same["improvement"] == pytest.approx(summary["improvement"])
     assert set(summary["bootstrap"]["analyses"]) == {"baseline", "optimised", "scan_sobol", "scan_tpe"}
+    against = summary["bootstrap"]["against_optimised"]["scan_sobol"]  # θ* against itself, replica by replica
+    assert against["ratio_to_optimised"] == 1.0 and against["ratio_interval_68"] == [1.0, 1.0]
     assert (tmp_path / "validate" / "workspace_scan_tpe.json").is_file()
     assert "Black-box comparison" in (tmp_path / "validate" / "report.html").read_text()
 

@@ -114,12 +114,14 @@ def summarise(z: Mapping[str, np.ndarray], reference: str) -> dict[str, dict]:
 
 
 def bootstrap(chunks, analyses: Mapping[str, Analysis], *, processes, variations, settings: ModelSettings,
-              reference: str, replicas: int, seed: int = 0) -> dict:
-    """Held-out Z₀ of every analysis on ``replicas`` bootstrap replicas, compared with ``reference``."""
+              reference: str, replicas: int, seed: int = 0, also_against: str | None = None) -> dict:
+    """Held-out Z₀ of every analysis on ``replicas`` bootstrap replicas, compared with ``reference``
+    (and, replica by replica, with ``also_against``: ``against_<label>``)."""
     layouts = {label: hard_layout(a.binning, processes, variations) for label, a in analyses.items()}
     H = replica_histograms(chunks, analyses, layouts, replicas, seed)
     z = {label: replica_significances(H[label], layouts[label], settings) for label in analyses}
     return {"replicas": replicas, "seed": seed, "reference": reference,
             "method": "Poisson(1) bootstrap of the held-out MC events, the same replicas for every analysis; "
                       "Z0 in the optimiser's likelihood on the hard templates",
-            "analyses": summarise(z, reference)}
+            "analyses": summarise(z, reference),
+            **({f"against_{also_against}": summarise(z, also_against)} if also_against else {})}

@@ -150,10 +150,10 @@ def validate(config: Config, chunks, params, out, *, plots: bool | None = None, 
     if clash:
         raise UserError(f"validate: comparison labels {clash} are taken by the validation itself")
     with atomic.exclusive(out) as locked:
-        earlier = tuple(sorted(p.name for p in out.glob("workspace_*.json")))  # any earlier comparison's too
-        if locked:
-            atomic.remove_leftovers(out, names=(*OUTPUTS, *earlier))
-        atomic.set_aside(out, (*OUTPUTS, *earlier))  # nothing of an earlier validation next to this one's
+        names = tuple(dict.fromkeys((*OUTPUTS, *sorted(p.name for p in out.glob("workspace_*.json")))))
+        if locked:  # ↑ any earlier comparison's workspaces too
+            atomic.remove_leftovers(out, names=names)
+        atomic.set_aside(out, names)  # nothing of an earlier validation next to this one's
         return _validate(config, chunks, params, out, plots=plots, progress=progress, compare=compare)
 
 
@@ -258,7 +258,7 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
         summary["bootstrap"] = bootstrap(chunks, {k: Analysis(binning, thetas[k]) for k in labels},
                                          processes=processes, variations=variations, settings=settings,
                                          reference="baseline", replicas=config.validation.bootstrap,
-                                         seed=config.validation.seed)
+                                         seed=config.validation.seed, also_against="optimised" if compare else None)
     elif config.validation.bootstrap:
         log.warning("validate: validation.bootstrap needs skimmed chunks (--columns); no bootstrap from a fileset")
     bar.update(int(boot))

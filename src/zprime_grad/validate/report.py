@@ -140,19 +140,22 @@ def _comparisons(summary: dict) -> str:
         return ""
     opt = summary["optimised"]
     boot = (summary.get("bootstrap") or {}).get("analyses") or {}
+    against = ((summary.get("bootstrap") or {}).get("against_optimised")) or {}
     rows = [_row("cuts", "how they were chosen", "objective evaluations", "Z hard (cabinetry/pyhf)",
-                 "Z hard (optimiser's model)", "improvement", "bootstrap 68 % interval", header=True)]
+                 "Z hard (optimiser's model)", "improvement", "bootstrap 68 % interval",
+                 "Z / Z(θ*), 68 % interval", "replicas above θ*", header=True)]
 
-    def interval(label: str) -> str:
-        a = boot.get(label)
-        return "{:.3f} – {:.3f}".format(*a["ratio_interval_68"]) if a else "n/a"
+    def interval(a: dict | None, key: str = "ratio_interval_68") -> str:
+        return "{:.3f} – {:.3f}".format(*a[key]) if a else "n/a"
 
     rows.append(_row("optimised θ* (gradient)", "gradient descent on the training half", "",
                      _fmt(opt["Z_hard"]), _fmt(opt.get("Z_hard_optimiser_model")), _fmt(summary.get("improvement")),
-                     interval("optimised")))
+                     interval(boot.get("optimised")), "", ""))
     for label, c in comparisons.items():
+        a = against.get(label)
         rows.append(_row(label, c.get("method", ""), c.get("evaluations", ""), _fmt(c["Z_hard"]),
-                         _fmt(c.get("Z_hard_optimiser_model")), _fmt(c.get("improvement")), interval(label)))
+                         _fmt(c.get("Z_hard_optimiser_model")), _fmt(c.get("improvement")), interval(boot.get(label)),
+                         interval(a), f"{a['fraction_above_reference']:.0%}" if a else "n/a"))
     return ("<h2>Black-box comparison</h2><p>The same cuts chosen without gradients on the same training events, "
             "validated on the same held-out events (improvement: over the baseline θ₀).</p>"
             f"<table>{''.join(rows)}</table>\n")
