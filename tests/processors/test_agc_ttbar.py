@@ -276,7 +276,7 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
     for name in ("skim/skim.json", "optimise/params.json", "optimise/optimisation.json",
                  "validation.json", "report.html", "histograms.root", "workspace_optimised.json"):
         assert (tmp_path / name).exists(), name
-    assert set(outputs) == {"fileset", "skim", "optimise", "validation", "report"}
+    assert set(outputs) == {"fileset", "skim", "optimise", "scan", "validation", "report"}
     history = json.loads((tmp_path / "optimise" / "optimisation.json").read_text())
     assert len(history["epochs"]) == 2 and history["objective"] == "mu_uncertainty"
     assert history["channels"] == ["4j1b", "4j2b"]
@@ -286,6 +286,9 @@ def test_zprime_grad_run_on_the_agc_config(tmp_path, agc_generated):
     assert summary["observable"] == "4j1b: ht, 4j2b: trijet_mass"
     for label in ("baseline", "optimised"):
         assert 0 < summary[label]["mu_uncertainty_hard"] < 10
+    for label in ("scan_sobol", "scan_tpe"):  # the black-box baseline at the same budget: 2 x (1 + params)
+        assert 0 < summary["comparisons"][label]["mu_uncertainty_hard"] < 10
+        assert summary["comparisons"][label]["evaluations"] == 2 * (1 + len(history["parameters"]))
     assert summary["optimised"]["mu_uncertainty_soft"] == pytest.approx(-history["epochs"][-1]["z_valid"], rel=0.5)
     with uproot.open(tmp_path / "histograms.root") as f:
         keys = [k.split(";")[0] for k in f.keys()]
