@@ -49,6 +49,7 @@ def chain(generated, tmp_path_factory) -> Chain:
     data = generated.config.model_dump(mode="json", exclude={"source"})
     data["optimise"]["epochs"] = 2
     data["validation"]["bootstrap"] = 20
+    data["scan"]["methods"] = ["sobol", "tpe"]  # run's default: the scan too is the same in any directory
     config = type(generated.config).model_validate({**data, "source": "tests/stages/test_pipeline.py"})
     tmp = tmp_path_factory.mktemp("chain")
     fileset = _lay_out(generated, tmp / "a" / "gen")
@@ -60,7 +61,7 @@ def test_run_writes_every_output(chain):
     config, out = chain.config, chain.out
     for name in ("validation.json", "report.html", "histograms.root", "workspace_baseline.json",
                  "workspace_optimised.json", "run.json", "skim/skim.json", "optimise/params.json",
-                 "optimise/optimisation.json"):
+                 "optimise/optimisation.json", "scan/scan.json", "workspace_scan_sobol.json"):
         assert (out / name).is_file(), name
     assert chain.outputs["validation"] == str(out / "validation.json")
     validation = json.loads((out / "validation.json").read_text())
@@ -120,7 +121,8 @@ def test_same_numbers_in_any_directory(generated, chain, tmp_path):
 
     out_there = tmp_path / "elsewhere" / "out"
     run_chain(chain.config, out_there, fileset=there)
-    for name in ("validation.json", "optimise/params.json", "optimise/optimisation.json", "skim/skim.json"):
+    for name in ("validation.json", "optimise/params.json", "optimise/optimisation.json", "skim/skim.json",
+                 "scan/scan.json", "scan/tpe/trials.json"):
         ours = _numbers(json.loads((chain.out / name).read_text()))
         theirs = _numbers(json.loads((out_there / name).read_text()))
         assert ours, name
