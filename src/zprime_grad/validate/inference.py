@@ -8,12 +8,16 @@
 
 Minuit is tried with a tight tolerance first, then with its default; then pyhf's scipy optimiser.
 The attempt that succeeded is recorded (``method``); a model no optimiser can fit gives ``None``
-values with the error, never an exception. pyhf's backend and optimizer are the caller's afterwards.
+values with the error, never an exception. An attempt whose parameters have become NaN is given up at
+once: Minuit cannot leave that state, and on a hopeless model it otherwise spent its whole call budget
+five times over (simplex and migrad retries: ~90k NaN evaluations, a minute per fit). pyhf's backend
+and optimizer are the caller's afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 
@@ -61,6 +65,34 @@ def fit_warnings(label: str, significance: dict | None = None, fit: dict | None 
     return found
 
 
+class NonFiniteParameters(ArithmeticError):
+    """Minuit asked for the likelihood at NaN/inf parameters: the minimisation is lost."""
+
+
+@functools.cache
+def _minuit_class():
+    """pyhf's Minuit optimizer, giving up as soon as Minuit's parameters are no longer finite (a fit
+    that converges never gets there, so its result is pyhf's to the last bit)."""
+    import pyhf
+
+    class FailFastMinuit(pyhf.optimize.minuit_optimizer):
+        def _get_minimizer(self, objective_and_grad, init_pars, init_bounds, fixed_vals=None, do_grad=False,
+                           par_names=None):
+            def guarded(pars):
+                if not np.all(np.isfinite(pars)):
+                    raise NonFiniteParameters("Minuit's parameters became NaN")
+                return objective_and_grad(pars)
+
+            return super()._get_minimizer(guarded, init_pars, init_bounds, fixed_vals, do_grad, par_names)
+
+    return FailFastMinuit
+
+
+def minuit(**options):
+    """A pyhf Minuit optimizer (``options`` as ``pyhf.optimize.minuit_optimizer``) that fails fast."""
+    return _minuit_class()(**options)
+
+
 def _finite(x: float):
     x = float(x)
     return x if math.isfinite(x) else None
@@ -100,7 +132,7 @@ def expected_significance(spec: dict) -> dict:
         init = np.asarray(model.config.suggested_init(), float)
         with _optimizer("scipy"):
             twice_nll_free = -2.0 * float(model.logpdf(init, asimov)[0])
-        attempts = [(method, pyhf.optimize.minuit_optimizer(verbose=0, tolerance=tolerance or 0.1, maxiter=MAXITER))
+        attempts = [(method, minuit(verbose=0, tolerance=tolerance or 0.1, maxiter=MAXITER))
                     for method, tolerance in ATTEMPTS]
         attempts.append(("pyhf scipy", pyhf.optimize.scipy_optimizer()))
         for method, optimizer in attempts:
@@ -108,7 +140,7 @@ def expected_significance(spec: dict) -> dict:
             try:
                 with _optimizer(optimizer):
                     _, twice_nll_zero = pyhf.infer.mle.fixed_poi_fit(0.0, asimov, model, return_fitted_val=True)
-            except pyhf.exceptions.FailedMinimization as err:
+            except (pyhf.exceptions.FailedMinimization, NonFiniteParameters) as err:
                 errors.append(f"{method}: {err}")
                 continue
             q0 = max(float(twice_nll_zero) - twice_nll_free, 0.0)
@@ -123,13 +155,13 @@ def mle_fit(spec: dict) -> dict:
     import pyhf
 
     errors = []
-    with _quiet(), _optimizer():
+    with _quiet(), _optimizer(minuit(verbose=0)):
         model, data = cabinetry.model_utils.model_and_data(spec)
         for method, tolerance in ATTEMPTS:
             try:
-                fit = cabinetry.fit.fit(model, data, tolerance=tolerance, maxiter=MAXITER)
+                bestfit, uncertainty, twice_nll = _cabinetry_fit(model, data, tolerance)
                 break
-            except pyhf.exceptions.FailedMinimization as err:
+            except (pyhf.exceptions.FailedMinimization, NonFiniteParameters) as err:
                 errors.append(f"{method}: {err}")
         else:
             return _scipy_fit(model, data, errors)
@@ -137,15 +169,30 @@ def mle_fit(spec: dict) -> dict:
     init = np.asarray(model.config.suggested_init(), float)
     fixed = model.config.suggested_fixed()
     params = {}
-    for i, label in enumerate(fit.labels):
-        entry = {"bestfit": float(fit.bestfit[i]), "uncertainty": float(fit.uncertainty[i])}
+    for i, label in enumerate(model.config.par_names):
+        entry = {"bestfit": float(bestfit[i]), "uncertainty": float(uncertainty[i])}
         if prefit[i] > 0 and not fixed[i]:
-            entry["pull"] = float((fit.bestfit[i] - init[i]) / prefit[i])
-            entry["constraint"] = float(fit.uncertainty[i] / prefit[i])
+            entry["pull"] = float((bestfit[i] - init[i]) / prefit[i])
+            entry["constraint"] = float(uncertainty[i] / prefit[i])
         params[label] = entry
     poi = model.config.poi_name
     return {"poi": poi, "mu_hat": params[poi]["bestfit"], "mu_uncertainty": params[poi]["uncertainty"],
-            "twice_nll": float(fit.best_twice_nll), "parameters": params, "method": f"cabinetry.fit.fit ({method})"}
+            "twice_nll": float(twice_nll), "parameters": params, "method": f"cabinetry.fit.fit ({method})"}
+
+
+def _cabinetry_fit(model, data, tolerance: float | None):
+    """``cabinetry.fit.fit(model, data, tolerance=, maxiter=MAXITER)`` (cabinetry 0.6's `_fit_model_pyhf`:
+    the same pyhf call, so the same numbers) with pyhf's current optimizer (the caller sets the fail-fast
+    Minuit, which cabinetry cannot be given): (best-fit values, Hesse uncertainties with 0 for fixed
+    parameters, −2 ln L at the minimum)."""
+    import pyhf
+
+    result, _, twice_nll, result_obj = pyhf.infer.mle.fit(
+        data, model, return_uncertainties=True, return_correlations=True, return_fitted_val=True,
+        return_result_obj=True, maxiter=MAXITER, tolerance=tolerance)
+    bestfit = np.asarray(result[:, 0], float)
+    uncertainty = np.where(result_obj.minuit.fixed, 0.0, np.asarray(result[:, 1], float))
+    return bestfit, uncertainty, float(twice_nll)
 
 
 def _scipy_fit(model, data, errors: list[str]) -> dict:
