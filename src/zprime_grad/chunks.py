@@ -38,6 +38,12 @@ def chunk_description(chunk) -> dict:
             "sample_variation": chunk.sample_variation}
 
 
+def identities(descriptions) -> list[tuple]:
+    """Sorted (key, events, process, is data) of chunk descriptions: keys are content-named, so this
+    names the chunks' content, and no path or order enters it."""
+    return sorted((tuple(d["key"]), d["n_events"], d["process"], d["is_data"]) for d in descriptions)
+
+
 # ------------------------------------------------------------------------------------ the fixed tree
 def sum_parts(*parts: dict) -> dict:
     """Element-wise sum of dicts of arrays, in the order given (runs on workers)."""
@@ -140,6 +146,10 @@ class LocalChunks(_Closing):
         """The MC chunks' descriptions (what a layout is made from)."""
         return [chunk_description(c) for c in self.chunks]
 
+    def identities(self) -> list[tuple]:
+        """Every chunk's (key, events, process, is data), MC and data: what results made from them depend on."""
+        return identities(chunk_description(c) for c in self.all)
+
     def map_reduce(self, func: Callable, **kwargs) -> dict:
         return tree_sum([func(c, **kwargs) for c in self.chunks], self.fan_in)
 
@@ -215,6 +225,7 @@ class DaskChunks(_Closing):
         mc = [i for i, d in enumerate(described) if not d["is_data"]]
         self.futures = [self.all[i] for i in mc]
         self._descriptions = [described[i] for i in mc]
+        self._identities = identities(described)
 
     @classmethod
     def from_directory(cls, client, directory, fan_in: int = 8) -> "DaskChunks":
@@ -227,6 +238,9 @@ class DaskChunks(_Closing):
 
     def descriptions(self) -> list[dict]:
         return list(self._descriptions)
+
+    def identities(self) -> list[tuple]:
+        return list(self._identities)
 
     def map_reduce(self, func: Callable, **kwargs) -> dict:
         client, levels = self.client, tree_groups(len(self.futures), self.fan_in)

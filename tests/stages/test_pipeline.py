@@ -50,6 +50,7 @@ def chain(generated, tmp_path_factory) -> Chain:
     data["optimise"]["epochs"] = 2
     data["validation"]["bootstrap"] = 20
     data["scan"]["methods"] = ["sobol", "tpe"]  # run's default: the scan too is the same in any directory
+    data["validation"]["plots"] = True
     config = type(generated.config).model_validate({**data, "source": "tests/stages/test_pipeline.py"})
     tmp = tmp_path_factory.mktemp("chain")
     fileset = _lay_out(generated, tmp / "a" / "gen")
@@ -131,12 +132,14 @@ def test_same_numbers_in_any_directory(generated, chain, tmp_path):
     assert chunks == sorted(p.relative_to(out_there).as_posix() for p in (out_there / "skim/columns").rglob("*.npz"))
 
 
-def test_second_run_reuses_the_cached_skim_and_optimisation(chain):
+def test_second_run_reuses_every_finished_stage(chain):
     out = chain.out
-    skim_report = (out / "skim/skim.json").stat().st_mtime_ns
+    written = {name: (out / name).stat().st_mtime_ns for name in ("skim/skim.json", "scan/scan.json",
+                                                                  "validation.json", "report.html")}
     history = (out / "optimise/optimisation.json").read_text()
     validation = _numbers(json.loads((out / "validation.json").read_text()))
+    assert validation["/inputs_key"]
     run_chain(chain.config, out, fileset=chain.fileset)
-    assert (out / "skim/skim.json").stat().st_mtime_ns == skim_report  # skim reused
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written  # reused, not rewritten
     assert json.loads((out / "optimise/optimisation.json").read_text())["epochs"] == json.loads(history)["epochs"]
     assert _numbers(json.loads((out / "validation.json").read_text())) == validation

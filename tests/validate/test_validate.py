@@ -47,8 +47,8 @@ def validated(generated, optimised, tmp_path_factory):
     out = tmp_path_factory.mktemp("validate")
     from zprime_grad.validate.fill import FilesetInput
 
-    result = validate(generated.config, FilesetInput(generated.fileset, "iterative", chunksize=CHUNKSIZE), optimised,
-                      out)
+    config = override(generated.config, validation={"plots": True})
+    result = validate(config, FilesetInput(generated.fileset, "iterative", chunksize=CHUNKSIZE), optimised, out)
     return out, result
 
 
@@ -278,3 +278,30 @@ def test_every_executor_and_dask_awkward_give_identical_histograms(generated, sk
             for label in thetas:
                 assert on_workers[label][:, :, :, 0].sum() > 0
                 np.testing.assert_allclose(on_workers[label], from_disk[label], rtol=1e-12, atol=1e-12)
+
+
+def test_inputs_key_names_the_content_not_the_paths(generated, chunks, optimised, tmp_path):
+    """What ``run`` reuses a validation for: the same cuts, chunks and settings, wherever the files are."""
+    from zprime_grad.validate.driver import inputs_key
+
+    config, handle = generated.config, LocalChunks(chunks)
+    key = inputs_key(config, handle, optimised, {}, plots=False)
+    moved = tmp_path / "elsewhere" / "params.json"
+    moved.parent.mkdir()
+    moved.write_text(optimised.read_text())
+    assert key == inputs_key(config, handle, moved, {}, plots=False)
+    assert key == inputs_key(config, handle, json.loads(optimised.read_text()), {}, plots=False)
+    payload = json.loads(optimised.read_text())
+    payload["parameters"][0]["value"] += 1e-9
+    others = [inputs_key(config, handle, payload, {}, plots=False),
+              inputs_key(config, handle, optimised, {"scan_sobol": optimised}, plots=False),
+              inputs_key(config, handle, optimised, {}, plots=True),
+              inputs_key(override(config, validation={"bootstrap": 7}), handle, optimised, {}, plots=False),
+              inputs_key(override(config, optimise={"bins": 9}), handle, optimised, {}, plots=False),
+              inputs_key(config, LocalChunks(chunks[:-1]), optimised, {}, plots=False),
+              inputs_key(config, LocalChunks([c for c in chunks if not c.is_data]), optimised, {}, plots=False)]
+    assert len({key, *others}) == 1 + len(others)
+    assert any(c.is_data for c in chunks)  # the last key left out the pseudo-data only
+    from zprime_grad.validate.fill import FilesetInput
+
+    assert inputs_key(config, FilesetInput(generated.fileset, "iterative"), optimised, {}, plots=False) is None

@@ -2,11 +2,12 @@
 
 Stages run in data-flow order: generate → skim → optimise → validate (+ report), skipping work
 whose inputs did not change (the generator's files are keyed by their settings, the skim by config +
-inputs, the optimisation continues a matching checkpoint). ``OUT/skim`` (in-process; on a cluster the
+inputs, the optimisation continues a matching checkpoint, the scan and the validation are reused when
+their key matches). ``OUT/skim`` (in-process; on a cluster the
 chunks stay on the workers: `zprime_grad.stages.session`) and ``OUT/optimise`` hold the intermediate
 stages; ``OUT/validation.json``, ``OUT/report.html``, ``OUT/histograms.root``, the workspaces and the
 plots are the result. The hard-cut validation always runs (histogram filling and a few pyhf fits per
-θ). A config with ``optimise.networks`` runs the
+θ, unless reused). A config with ``optimise.networks`` runs the
 cuts-only chain and then the learned-observable stages (``zprime_grad.stages.learned``: train → optimise
 with the network frozen and fine-tuned → validate), adding their rows to validation.json/report.html.
 """
@@ -91,7 +92,8 @@ def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, wor
             outputs["scan"] = str(out / "scan")
 
         # hard cuts at θ* and θ₀ (and the scan's) on the held-out (odd) events of the same chunks, report
-        validate(config, chunks, optimise_dir / "params.json", out, progress=progress, compare=compare)
+        validate(config, chunks, optimise_dir / "params.json", out, progress=progress, compare=compare,
+                 reuse=learned is None)  # a finished validation of the same inputs (learned rows: redone)
         if learned is not None:  # train -> optimise (frozen / fine-tuned network) -> validate, rows in the report
             from zprime_grad.stages.learned import run_learned
 

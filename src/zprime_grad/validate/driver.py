@@ -8,10 +8,14 @@ at θ* on the same half comes from the optimiser's own evaluation of the parity-
 the completion marker, written last (atomically). One validation per ``OUT`` at a time
 (`atomic.exclusive`); it first removes what a killed one left, then sets the earlier validation's
 outputs aside (``validation.json`` first), so a run killed at any point leaves no ``validation.json``.
+``validation.json: inputs_key`` hashes what the numbers depend on (cuts, chunks, settings, version);
+``zprime-grad run`` reuses a finished validation with the same key, as it reuses the skim and the
+optimisation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -139,31 +143,66 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, source) 
 
 
 def validate(config: Config, chunks, params, out, *, plots: bool | None = None, progress: bool | None = None,
-             compare: Mapping[str, object] | None = None) -> dict:
+             compare: Mapping[str, object] | None = None, reuse: bool = False) -> dict:
     """Validate θ* (``params``: a ``params.json`` path or payload) against θ₀ with hard cuts on the
     held-out half of ``chunks`` (`zprime_grad.chunks`, or a `fill.FilesetInput`); writes
     ``OUT/validation.json``. ``plots``: None follows ``validation.plots``. ``compare``: other cuts
-    (``{label: params}``, e.g. the black-box scan's) validated the same way, in ``comparisons``."""
+    (``{label: params}``, e.g. the black-box scan's) validated the same way, in ``comparisons``.
+    ``reuse``: return a finished ``OUT/validation.json`` made from the same inputs (`inputs_key`)."""
     out = Path(out)
     compare = dict(compare or {})
     clash = sorted(set(compare) & {*LABELS, "comparisons"})
     if clash:
         raise UserError(f"validate: comparison labels {clash} are taken by the validation itself")
+    plots = config.validation.plots if plots is None else plots
+    key = inputs_key(config, chunks, params, compare, plots)
     with atomic.exclusive(out) as locked:
         names = tuple(dict.fromkeys((*OUTPUTS, *sorted(p.name for p in out.glob("workspace_*.json")))))
         if locked:  # ↑ any earlier comparison's workspaces too
             atomic.remove_leftovers(out, names=names)
+        earlier = _finished(out / "validation.json") if reuse and key is not None else None
+        if earlier is not None and earlier.get("inputs_key") == key:
+            terminal.say(f"validate: reused {out / 'validation.json'} (the same cuts, chunks and settings)")
+            return earlier
         atomic.set_aside(out, names)  # nothing of an earlier validation next to this one's
-        return _validate(config, chunks, params, out, plots=plots, progress=progress, compare=compare)
+        return _validate(config, chunks, params, out, plots=plots, progress=progress, compare=compare, key=key)
 
 
-def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, progress: bool | None,
-              compare: Mapping[str, object]) -> dict:
+def inputs_key(config: Config, chunks, params, compare: Mapping[str, object], plots: bool) -> str | None:
+    """What a validation's numbers depend on: the cuts (``params`` and each comparison's content, not
+    their paths), the chunks (content-named keys and sizes), the analysis, optimise and validation
+    sections, the plots setting and the package version. None where no key is safe: a fileset input
+    (no chunk keys), unreadable params, or learned observables (weights in other files)."""
+    from zprime_grad import __version__
+
+    if isinstance(chunks, filling.FilesetInput) or not hasattr(chunks, "identities"):
+        return None
+    contents = {}
+    for label, given in {"params": params, **{f"compare:{k}": v for k, v in compare.items()}}.items():
+        content = _finished(Path(given)) if isinstance(given, (str, Path)) else given
+        if not isinstance(content, dict) or content.get("networks"):
+            return None
+        contents[label] = content
+    payload = {"version": __version__, "plots": bool(plots), **contents,
+               **{section: getattr(config, section).model_dump(mode="json")
+                  for section in ("analysis", "optimise", "validation")},
+               "chunks": chunks.identities()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _validate(config: Config, chunks, params, out: Path, *, plots: bool, progress: bool | None,
+              compare: Mapping[str, object], key: str | None = None) -> dict:
     from zprime_grad.skim.pipeline import make_processor, skim_options
 
     start = time.perf_counter()
     from_chunks = not isinstance(chunks, filling.FilesetInput)
-    plots = config.validation.plots if plots is None else plots
     analysis = make_processor(config, skim_options(config))
     binning, theta_opt, networks, payload = hard_cuts(config, analysis, params)
     thetas = {"baseline": analysis.initial_params(), "optimised": {**theta_opt, **networks}}
@@ -246,6 +285,7 @@ def _validate(config: Config, chunks, params, out: Path, *, plots: bool | None, 
                     "cabinetry": "cabinetry/"},
         "wall_time_s": time.perf_counter() - start,
         "fit_warnings": problems,  # fits that really failed, and what that means for the numbers
+        "inputs_key": key,
     }
     for problem in problems:
         log.info("validate: %s", problem)
