@@ -2,7 +2,7 @@
 
 The era table gives names; this module finds the files: the corrections the processor evaluates are
 cut out of the POG files (or the shipped one) into one small correctionlib JSON that travels with the
-processor, and the golden JSON becomes a ``LumiMask``. Workers read no file: at a facility they share
+processor, and the golden JSON becomes a ``lumi.GoldenMask``. Workers read no file: at a facility they share
 no filesystem with the driver.
 """
 
@@ -47,13 +47,13 @@ class EraInputs:
     corrections_json: str = field(repr=False)  # the needed corrections only; "" when none
     off: frozenset[str] = frozenset()          # kinds switched off by the config
     golden_json: str | None = None             # the file the mask came from (None: no mask)
-    mask: object | None = field(default=None, repr=False)  # coffea LumiMask
+    mask: object | None = field(default=None, repr=False)  # lumi.GoldenMask
     mask_off: bool = False                     # the config said golden_json: none
     lumi_pb: float = 0.0
 
     def content_hash(self) -> str:
         """What the skim's numbers depend on here: the corrections' and the mask's content (never a path)."""
-        mask = {str(run): ranges.tolist() for run, ranges in sorted(getattr(self.mask, "_masks", {}).items())}
+        mask = {str(run): bounds.tolist() for run, bounds in sorted(getattr(self.mask, "masks", {}).items())}
         payload = json.dumps({"corrections": self.corrections_json, "mask": mask, "off": sorted(self.off),
                               "mask_off": self.mask_off}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,8 +1,13 @@
-"""Certified luminosity: the golden-JSON mask and the luminosity it certifies (coffea.lumi_tools).
+"""Certified luminosity: the golden-JSON mask and the luminosity it certifies.
 
-``LumiMask`` reads the JSON through fsspec (a path or a URL) on the driver; the mask's arrays travel
-with the processor, so workers need no access to the file. The certified luminosity is the recorded
-luminosity of a brilcalc ``--byls`` CSV summed over the lumi sections the JSON certifies.
+``GoldenMask`` reads the JSON through fsspec (a path or a URL) on the driver; its arrays travel with the
+processor, so workers need no access to the file. It is coffea's ``LumiMask`` lookup (per run, the
+sorted ``[first - 1, last]`` bounds and one ``searchsorted``; a lumi section is certified when it lands
+at an odd position) in numpy: coffea compiles its numba kernels when ``coffea.lumi_tools`` is imported,
+which took 4.5-6.7 s in every process that unpickles a processor (each skim and Dask worker, each CLI
+run); tests/generate/test_pileup_lumi.py checks both give the same mask. The certified luminosity is the
+recorded luminosity of a brilcalc ``--byls`` CSV summed over the lumi sections the JSON certifies
+(coffea's ``LumiData``, imported only there).
 """
 
 from __future__ import annotations
@@ -13,14 +18,34 @@ import re
 
 import fsspec
 import numpy as np
-from coffea.lumi_tools import LumiData, LumiList, LumiMask
 
 from zprime_grad.errors import UserError
 
 _UNITS_PB = {"/fb": 1e3, "/pb": 1.0, "/nb": 1e-3, "/ub": 1e-6}
 
 
-def lumi_mask(source: str, field: str = "analysis.golden_json") -> LumiMask:
+class GoldenMask:
+    """``mask(runs, lumis)`` → bool array: which (run, lumi section) pairs the golden JSON certifies."""
+
+    def __init__(self, golden: dict):
+        self.masks: dict[np.uint32, np.ndarray] = {}
+        for run, ranges in golden.items():
+            bounds = np.array(ranges, dtype=np.uint32).flatten()
+            bounds[::2] -= 1  # (first - 1, last]: searchsorted's odd positions
+            self.masks[np.uint32(run)] = bounds
+
+    def __call__(self, runs, lumis) -> np.ndarray:
+        runs, lumis = np.asarray(runs).astype(np.uint32), np.asarray(lumis).astype(np.uint32)
+        certified = np.zeros(runs.shape, dtype=bool)
+        for run in np.unique(runs):
+            bounds = self.masks.get(run)
+            if bounds is not None:
+                here = runs == run
+                certified[here] = np.searchsorted(bounds, lumis[here]) % 2 == 1
+        return certified
+
+
+def lumi_mask(source: str, field: str = "analysis.golden_json") -> GoldenMask:
     """The mask of a golden JSON, with an error naming the file and the field when it is not one."""
     try:
         with fsspec.open(source, "rt") as f:
@@ -30,7 +55,7 @@ def lumi_mask(source: str, field: str = "analysis.golden_json") -> LumiMask:
                     isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and r[0] <= r[1]
                     for r in ranges) for run, ranges in golden.items()):
             raise ValueError("not {run: [[first, last], ...]}")
-        return LumiMask(source)
+        return GoldenMask(golden)
     except (OSError, ValueError) as err:
         raise UserError(f"{field}: {source}: not a readable certified-luminosity JSON ({err})") from None
 
@@ -48,6 +73,8 @@ def _unit_to_pb(text: str, source: str) -> float:
 
 def certified_lumi_pb(lumi_csv: str, golden_json: str) -> float:
     """Σ recorded luminosity (pb⁻¹) of the CSV's lumi sections that the golden JSON certifies."""
+    from coffea.lumi_tools import LumiData, LumiList
+
     try:
         with fsspec.open(lumi_csv, "rt") as f:
             text = f.read()
