@@ -21,12 +21,13 @@ SMALL_LUMI_PB = 100.0  # keeps the pseudo-data small; physics checks use the MC
 
 
 def small_config(**generate_overrides) -> Config:
-    """The default config with a small luminosity and dataset, no black-box scan and no plots, as the tests
-    use it (tests/scan and the pipeline tests switch the scan on; tests/validate and the pipeline the plots)."""
+    """The default config with a small luminosity and dataset, no black-box scan, no plots and 20 bootstrap
+    replicas, as the tests use it (tests/scan and the pipeline tests switch the scan on; tests/validate and
+    the pipeline the plots)."""
     data = load_config().model_dump(mode="json", exclude={"source"})
     data["analysis"]["lumi_pb"] = SMALL_LUMI_PB
     data["scan"]["methods"] = []
-    data["validation"]["plots"] = False
+    data["validation"].update({"plots": False, "bootstrap": 20})
     data["generate"].update({"events": SMALL_EVENTS, "events_per_file": 400, "batch_size": 200, **generate_overrides})
     return parse_config(data, "tests/conftest.py:small_config")
 

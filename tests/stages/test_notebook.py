@@ -72,7 +72,8 @@ def test_notebook_runs_top_to_bottom(generated, tmp_path, use_dask):
     out = tmp_path / "outputs"
     nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), {
         # the session's dataset: generate_dataset finds every file already there and reuses it
-        "CONFIG_OVERRIDES": {"analysis": data["analysis"], "generate": data["generate"]},
+        "CONFIG_OVERRIDES": {"analysis": data["analysis"], "generate": data["generate"],
+                             "validation": {"bootstrap": data["validation"]["bootstrap"]}},
         "FILESET": None, "DATA_DIR": str(generated.out),
         "N_FILES_MAX_PER_SAMPLE": -1 if use_dask else 1,
         "USE_DASK": use_dask, "EXECUTOR": "futures", "SCHEDULER_ADDRESS": None, "N_WORKERS": 2,

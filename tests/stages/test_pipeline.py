@@ -48,7 +48,6 @@ def _lay_out(generated, place: Path) -> Path:
 def chain(generated, tmp_path_factory) -> Chain:
     data = generated.config.model_dump(mode="json", exclude={"source"})
     data["optimise"]["epochs"] = 2
-    data["validation"]["bootstrap"] = 20
     data["scan"]["methods"] = ["sobol", "tpe"]  # run's default: the scan too is the same in any directory
     data["validation"]["plots"] = True
     config = type(generated.config).model_validate({**data, "source": "tests/stages/test_pipeline.py"})
