@@ -61,7 +61,17 @@ class _StageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == "zprime_grad" or record.name.startswith("zprime_grad.")
+        if not ours and _closing_mid_gather(record):
+            return False
         return record.levelno >= (self.threshold if ours else self.others)
+
+
+def _closing_mid_gather(record: logging.LogRecord) -> bool:
+    """asyncio's "Task exception was never retrieved" for distributed's ``AllExit``: a Dask client closed
+    while it was gathering (a Ctrl-C or an error that stops the command) — the stop itself, not an error."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return record.name == "asyncio" and type(exc).__name__ == "AllExit" and \
+        type(exc).__module__.startswith("distributed")
 
 
 @contextlib.contextmanager

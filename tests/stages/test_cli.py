@@ -120,3 +120,29 @@ def test_fit_warnings_say_what_a_failed_fit_means():
     assert "scipy" in fit_warnings("baseline", fallback)[0]
     assert "n/a" in fit_warnings("optimised", failed)[0] and fit_warnings("optimised", failed)[0].startswith("optimised")
     assert "pulls are n/a" in fit_warnings("baseline", None, fit_failed)[0]
+
+
+def test_a_dask_client_closed_mid_gather_is_not_reported_as_an_error(capsys):
+    """Ctrl-C during a Dask gather: asyncio reports each gather the closing client cancelled ("Task
+    exception was never retrieved", distributed's AllExit) — the stop itself; any other asyncio error shows."""
+    import io
+
+    from distributed.client import AllExit
+
+    from zprime_grad import terminal
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Task exception was never retrieved",
+                                 None, (type(exc), exc, None))
+
+    with terminal.session("normal"):
+        handler = logging.getLogger().handlers[-1]
+        stream = handler.stream
+        handler.stream = io.StringIO()
+        try:
+            handler.handle(record(AllExit()))
+            handler.handle(record(RuntimeError("a real asyncio failure")))
+            shown = handler.stream.getvalue()
+        finally:
+            handler.stream = stream
+    assert "a real asyncio failure" in shown and "AllExit" not in shown
