@@ -53,6 +53,15 @@ def write_json(path: str | Path, payload, **dumps) -> None:
     write_bytes(path, (json.dumps(payload, indent=1, **dumps) + "\n").encode())
 
 
+def read_json(path: str | Path):
+    """A JSON file as written by `write_json` (a completion marker, a params.json), or None when it is
+    missing or unreadable: a killed writer leaves no file, so None means "not finished"."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 # ------------------------------------------------------------------------------------ output directories
 def writable_directory(directory: str | Path, what: str = "output directory") -> Path:
     """``directory``, created if needed, once a file could be written in it: else one line naming it and

@@ -5,7 +5,7 @@ processor, so workers need no access to the file. It is coffea's ``LumiMask`` lo
 sorted ``[first - 1, last]`` bounds and one ``searchsorted``; a lumi section is certified when it lands
 at an odd position) in numpy: coffea compiles its numba kernels when ``coffea.lumi_tools`` is imported,
 which took 4.5-6.7 s in every process that unpickles a processor (each skim and Dask worker, each CLI
-run); tests/generate/test_pileup_lumi.py checks both give the same mask. The certified luminosity is the
+run); tests/unit/test_lumi.py checks both give the same mask. The certified luminosity is the
 recorded luminosity of a brilcalc ``--byls`` CSV summed over the lumi sections the JSON certifies
 (coffea's ``LumiData``, imported only there).
 """

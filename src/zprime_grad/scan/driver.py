@@ -49,7 +49,7 @@ def scan(config: Config, chunks, out, *, budget: int, methods: Sequence[str] | N
     with atomic.exclusive(out) as locked:
         if locked:
             atomic.remove_leftovers(out, names=OUTPUTS)
-        earlier = _finished(out / "scan.json")
+        earlier = atomic.read_json(out / "scan.json")
         if key is not None and earlier is not None and earlier.get("key") == key:
             terminal.say(f"scan: reused {out / 'scan.json'} (the same optimiser run, settings and budget)")
             return earlier
@@ -67,13 +67,6 @@ def _key(config: Config, methods: list[str], budget: int, params) -> str | None:
     settings = {"optimiser": optimiser, "methods": methods, "budget": budget,
                 "scan": config.scan.model_dump(mode="json", exclude={"methods", "budget"})}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def _finished(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _scan(config: Config, chunks, out: Path, *, budget: int, methods: list[str], progress: bool | None,

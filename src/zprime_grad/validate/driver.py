@@ -160,7 +160,7 @@ def validate(config: Config, chunks, params, out, *, plots: bool | None = None, 
         names = tuple(dict.fromkeys((*OUTPUTS, *sorted(p.name for p in out.glob("workspace_*.json")))))
         if locked:  # ↑ any earlier comparison's workspaces too
             atomic.remove_leftovers(out, names=names)
-        earlier = _finished(out / "validation.json") if reuse and key is not None else None
+        earlier = atomic.read_json(out / "validation.json") if reuse and key is not None else None
         if earlier is not None and earlier.get("inputs_key") == key:
             terminal.say(f"validate: reused {out / 'validation.json'} (the same cuts, chunks and settings)")
             return earlier
@@ -179,7 +179,7 @@ def inputs_key(config: Config, chunks, params, compare: Mapping[str, object], pl
         return None
     contents = {}
     for label, given in {"params": params, **{f"compare:{k}": v for k, v in compare.items()}}.items():
-        content = _finished(Path(given)) if isinstance(given, (str, Path)) else given
+        content = atomic.read_json(given) if isinstance(given, (str, Path)) else given
         if not isinstance(content, dict) or content.get("networks"):
             return None
         contents[label] = content
@@ -188,13 +188,6 @@ def inputs_key(config: Config, chunks, params, compare: Mapping[str, object], pl
                   for section in ("analysis", "optimise", "validation")},
                "chunks": chunks.identities()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _finished(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _validate(config: Config, chunks, params, out: Path, *, plots: bool, progress: bool | None,
