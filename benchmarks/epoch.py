@@ -7,7 +7,15 @@ one run:
 * ``dask-1``     — a LocalCluster with 1 worker process (chunks built and kept on the worker);
 * ``dask-2``     — the same with 2 workers;
 * ``reference``  — "hold everything": all events in one array per process and one
-                   ``jax.value_and_grad`` of the whole objective (how the published analysis works).
+                   ``jax.value_and_grad`` of the whole objective, in float64 (how the published analysis
+                   works: one whole-graph autodiff, double precision throughout);
+* ``reference-float32`` — the same with the float32 per-event kernel (what the kernel alone buys).
+
+The cost model: the kernel's work per event (``work_per_event``: erfc evaluations = variations × inner
+edges, sigmoid evaluations = variations × object slots of the distinct cuts, multiply-adds of the sums over
+events = bins × weight vectors × (1 + tangents)) times one core's measured time per elementary operation
+(``elementary``: erfc, sigmoid and GEMM on float32 vectors, one pinned core, single-threaded XLA) is the
+``limit_s`` of an epoch on one core; each mode reports ``fraction_of_limit`` = limit / (epoch × cores used).
 
 Epoch = one forward-mode evaluation (Z0 and ∇θ on the even events, Z0 on the odd); the optax step is
 negligible. Setup (building the chunks, the first round, compilations: ``setup_s``) and the first epoch are
@@ -35,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from zprime_grad.columns import DEFAULT_BUCKETS, bucket_length
@@ -134,7 +143,56 @@ def time_epochs(evaluate, theta, relax, repeat: int) -> tuple[float, float, obje
     return statistics.median(times), compile_s, (mem.delta_mb, first)
 
 
-def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list[dict]:
+def work_per_event(layout, chunk) -> dict:
+    """The forward-mode kernel's elementary operations per event (see the module docstring)."""
+    sets = 1 + len(layout.kinematic_variations)
+    leaf_cuts = {c for ch in layout.channels for cut in ch.cuts for c in getattr(cut, "cuts", (cut,))}
+    slots = sum(int(np.prod(chunk.columns[c.column].shape[1:], dtype=int)) for c in leaf_cuts if hasattr(c, "column")
+                and c.column in chunk.columns)
+    n_weights = 1 + len(layout.weight_variations)
+    vectors = len(layout.channels) * 2 * (n_weights + 1 + len(layout.kinematic_variations))  # halves × (yields, Σw²)
+    return {"erfc": sets * (layout.n_bins - 1), "sigmoid": sets * slots,
+            "mac": vectors * layout.n_bins * (1 + len(layout.param_names))}
+
+
+def cost_per_event(work: dict, unit: dict) -> float:
+    return sum(work[k] * unit[k] for k in work)
+
+
+def elementary() -> dict:
+    """Seconds per float32 erfc, sigmoid and GEMM multiply-add on this (pinned, single-threaded) core."""
+    import jax
+    import jax.numpy as jnp
+
+    def best(f, *args, n=7):
+        jax.block_until_ready(f(*args))
+        times = []
+        for _ in range(n):
+            tic = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times.append(time.perf_counter() - tic)
+        return min(times)
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(65536, 16)), jnp.float32)
+    a, b = jnp.asarray(rng.random((64, 65536)), jnp.float32), jnp.asarray(rng.random((65536, 10)), jnp.float32)
+    return {"erfc": best(jax.jit(jax.scipy.special.erfc), x) / x.size,
+            "sigmoid": best(jax.jit(jax.nn.sigmoid), x) / x.size,
+            "mac": best(jax.jit(jnp.matmul), a, b) / (64 * 65536 * 10)}
+
+
+def elementary_on_one_core() -> dict:
+    """`elementary` in a child process pinned to one core with single-threaded XLA (as a Dask worker here)."""
+    import subprocess
+
+    env = {**os.environ, "XLA_FLAGS": SINGLE_THREAD_XLA}
+    core = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, __file__, "--elementary"], env=env, capture_output=True, text=True,
+                         check=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(config, paths, n_events: int, repeat: int, modes: list[str], unit_costs: dict) -> list[dict]:
     from distributed import Client, LocalCluster
 
     from zprime_grad.columns import ColumnChunk
@@ -146,11 +204,15 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
 
     jobs = plan([chunk_description(ColumnChunk.from_npz(p)) for p in paths], n_events)
     relax, rows = (12.0, 0.25), []
+    limit_s = None
 
     def row(mode, workers, median, compile_s, mem, extra=None):
+        cores = workers if mode.startswith("dask") else len(os.sched_getaffinity(0))
         out = {"events": n_events, "mode": mode, "workers": workers, "chunks": len(jobs), "epoch_s": median,
                "first_epoch_s": compile_s, "events_per_s": n_events / median,
-               "events_per_s_per_worker": n_events / median / workers, "driver_peak_rss_delta_mb": mem, **(extra or {})}
+               "events_per_s_per_worker": n_events / median / workers, "driver_peak_rss_delta_mb": mem,
+               "limit_s": limit_s, "fraction_of_limit": limit_s / (median * cores) if limit_s else None,
+               **(extra or {})}
         print(json.dumps(out), flush=True)
         rows.append(out)
 
@@ -162,16 +224,19 @@ def measure(config, paths, n_events: int, repeat: int, modes: list[str]) -> list
         tic = time.perf_counter()
         problem = build_problem(config, local, gradient="forward")
         setup = {"setup_s": time.perf_counter() - tic, "chunks_held_in_driver_mb": held_mb}
+        limit_s = n_events * cost_per_event(work_per_event(problem.layout, chunks[0]), unit_costs)
         if "local" in modes:
             median, compile_s, (mem, _) = time_epochs(Evaluator(local, problem), problem.theta0, relax, repeat)
             row("local", 1, median, compile_s, mem, setup)
-        if "reference" in modes:
-            events = hold_everything(chunks, problem.layout)
-            def reference(theta, relax):
-                return reference_evaluation(events, theta, relax, problem.objective)
+        events = hold_everything(chunks, problem.layout) if any(m.startswith("reference") for m in modes) else None
+        for mode, precision in (("reference", "float64"), ("reference-float32", "float32")):
+            if mode not in modes:
+                continue
+            def reference(theta, relax, precision=precision):
+                return reference_evaluation(events, theta, relax, problem.objective, precision=precision)
             median, compile_s, (mem, _) = time_epochs(reference, problem.theta0, relax, repeat)
-            row("reference", 1, median, compile_s, mem, setup)
-            del events
+            row(mode, 1, median, compile_s, mem, setup)
+        del events
         local.close()
         del chunks, local
     for workers in (1, 2):
@@ -218,10 +283,14 @@ def main() -> int:
     parser.add_argument("--columns", help="a skim directory to replicate (default: generate + skim the test dataset)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", default=["local", "dask-1", "dask-2", "reference"])
+    parser.add_argument("--modes", nargs="+", default=["local", "dask-1", "dask-2", "reference", "reference-float32"])
+    parser.add_argument("--elementary", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default="/tmp/zprime_grad_bench_epoch")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "epoch.json"))
     args = parser.parse_args()
+    if args.elementary:
+        print(json.dumps(elementary()))
+        return 0
 
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import small_config
@@ -231,15 +300,18 @@ def main() -> int:
     columns = Path(args.columns) if args.columns else small_skim(Path(args.workdir))
     config = small_config()
     paths = chunk_paths(columns)
-    rows = []
+    rows, unit_costs = [], elementary_on_one_core()
+    print(json.dumps({"elementary_s": unit_costs}), flush=True)
     for n in args.sizes:
-        rows.extend(measure(config, paths, n, args.repeat, args.modes))
+        rows.extend(measure(config, paths, n, args.repeat, args.modes, unit_costs))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average_at_end": os.getloadavg()},
-              "chunk_events": CHUNK_EVENTS, "repeat": args.repeat, "rows": rows}
+              "chunk_events": CHUNK_EVENTS, "repeat": args.repeat, "elementary_s": unit_costs, "rows": rows}
     at_max = {r["mode"]: r for r in rows if r["events"] == max(args.sizes)}
     if "dask-1" in at_max and "dask-2" in at_max:
         result["speedup_2_vs_1_workers_at_max"] = at_max["dask-1"]["epoch_s"] / at_max["dask-2"]["epoch_s"]
+    if "local" in at_max and "reference" in at_max:
+        result["local_speedup_vs_reference_at_max"] = at_max["reference"]["epoch_s"] / at_max["local"]["epoch_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))

@@ -238,6 +238,9 @@ class OptimiseConfig(Strict):
     bins: int = Field(10, gt=0, le=10_000)
     range: tuple[float, float] = Field((200.0, 3000.0), description="(low, high) of the observable, low < high")
     kde_method: Literal["dense", "local"] = "dense"
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="the kernel's per-event arithmetic (cuts, KDE); its sums, the templates and the "
+        "statistics are float64 either way")
     relaxation: RelaxationConfig = RelaxationConfig()
     signal: str = Field("zprime", description="the process scaled by the POI mu")
     free_backgrounds: tuple[str, ...] = Field(("ttbar", "wjets"), description="normfactors fitted in the CRs")

@@ -213,6 +213,7 @@ def perturbed(problem, seed=0):
 
 
 def test_reverse_mode_with_a_network_equals_one_value_and_grad_over_all_events(config, trained, local):
+    config = override(config, optimise={"precision": "float64"})  # the exactness claim: float64 kernel
     problem = build_problem(config, local, networks={"nn": trained[0]})
     assert problem.mode == "reverse" and len(problem.theta0) - problem.layout.n_cut_params >= 500
     theta, relax = perturbed(problem), (12.0, 0.25)
@@ -236,6 +237,7 @@ def test_reverse_mode_with_a_network_equals_one_value_and_grad_over_all_events(c
 
 
 def test_local_and_dask_give_the_same_numbers_with_a_network(config, columns, trained, local, client):
+    config = override(config, optimise={"precision": "float64"})  # reverse mode: see test_optimise_dask.py
     with DaskChunks.from_directory(client, columns) as dask:
         problem = build_problem(config, dask, networks={"nn": trained[0]})
         theta, relax = perturbed(problem, 1), (12.0, 0.25)

@@ -112,11 +112,19 @@ def test_soft_templates_tend_to_the_hard_selection(local):
 
 
 # --------------------------------------------------------------------------------------- gradients
+@pytest.fixture(scope="module")
+def local64(config, local):
+    """The same chunks with the kernel in float64: the exactness claims are made there."""
+    backend, _ = local
+    return backend, build_problem(override(config, optimise={"precision": "float64"}), backend)
+
+
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_chunked_gradient_equals_one_value_and_grad_over_all_events(local, mode):
+def test_chunked_gradient_equals_one_value_and_grad_over_all_events(local64, mode):
+    """float64: the reduction of per-chunk contributions is the single-process function, to rounding."""
     import dataclasses
 
-    backend, problem = local
+    backend, problem = local64
     problem = dataclasses.replace(problem, mode=mode)
     theta, relax = problem.theta0 + THETA_OFF, (12.0, 0.25)
     ev = Evaluator(backend, problem)(theta, relax)
@@ -127,8 +135,33 @@ def test_chunked_gradient_equals_one_value_and_grad_over_all_events(local, mode)
     assert np.allclose(ev.grad, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
 
 
-def test_gradient_matches_finite_differences(local):
+# float32 per-event arithmetic: θ, the columns and each event's kernel mass are rounded to float32 (relative
+# 6e-8) and a chunk's sums over events are float32 GEMMs (~3e-7 relative over 65536 events) before the
+# float64 reduction. The objective is a smooth function of the templates, so Z moves by the same relative
+# amount (bound: 1e-5); its gradient, a difference of such sums (∂soft/∂θ is large only near the
+# thresholds), to 1e-4 of the largest component.
+F32_VALUE_RTOL, F32_GRAD_RTOL = 1e-5, 1e-4
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_float32_kernel_gives_the_float64_reference_within_its_precision(local, local64, mode):
+    import dataclasses
+
     backend, problem = local
+    assert problem.layout.precision == "float32"  # the default
+    problem = dataclasses.replace(problem, mode=mode)
+    theta, relax = problem.theta0 + THETA_OFF, (12.0, 0.25)
+    ev = Evaluator(backend, problem)(theta, relax)
+    _, problem64 = local64
+    value, grad, valid = reference_evaluation(hold_everything(backend.chunks, problem64.layout), theta, relax,
+                                              problem64.objective)
+    assert ev.value == pytest.approx(value, rel=F32_VALUE_RTOL) and ev.valid == pytest.approx(valid, rel=F32_VALUE_RTOL)
+    assert np.allclose(ev.grad, grad, rtol=0, atol=F32_GRAD_RTOL * np.abs(grad).max())
+    assert ev.value != value  # the float32 kernel really ran
+
+
+def test_gradient_matches_finite_differences(local64):
+    backend, problem = local64
     evaluate = Evaluator(backend, problem)
     theta, relax = problem.theta0 + THETA_OFF, (12.0, 0.25)
     grad = evaluate(theta, relax).grad

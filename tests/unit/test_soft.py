@@ -163,3 +163,44 @@ def test_kde_gradient_w_r_t_a_cut_equals_finite_differences(events):
 def test_kde_window_size():
     assert soft.kde_window(np.linspace(0, 10, 11), 0.2) == math.ceil(2 * 6 * 0.2) + 1
     assert soft.kde_window(np.linspace(0, 10, 11), 0.25, relative=True) == 4
+
+
+def test_float32_bin_masses_keep_relative_precision_far_from_the_event():
+    """The bin masses come from each edge's Gaussian tail, not from a difference of CDFs near 1: in
+    float32 a bin 4 bandwidths away keeps float32's relative precision instead of losing it all."""
+    edges = np.linspace(0.0, 10.0, 11)
+    x = np.array([0.5, 3.3, 9.99, -2.0, 12.0])
+    z = np.concatenate([np.full((len(x), 1), -np.inf), (edges[1:-1][None, :] - x[:, None]) / 0.7,
+                        np.full((len(x), 1), np.inf)], axis=1)
+    lo, hi = z[:, :-1], z[:, 1:]  # scipy in float64: the CDF below the event, the survival function above
+    exact = np.where(hi <= 0, norm.cdf(hi) - norm.cdf(lo), np.where(lo >= 0, norm.sf(lo) - norm.sf(hi),
+                                                                    1.0 - norm.cdf(lo) - norm.sf(hi)))
+    tails = np.where(exact > 1e-30, exact, np.nan)
+    p32 = np.asarray(soft.bin_probabilities(jnp.asarray(x, jnp.float32), jnp.asarray(edges, jnp.float32),
+                                            jnp.float32(0.7)), float)
+    assert np.allclose(p32.sum(axis=1), 1.0, rtol=1e-6)
+    rel = np.abs(p32 - exact) / tails
+    assert np.nanmax(rel[exact > 1e-30]) < 1e-5  # float32 erfc: a few ulp, also 10 bandwidths out
+    assert np.nanmin(exact[exact > 1e-30]) < 1e-20  # the check reaches far tails
+
+
+def test_event_sums_accumulate_float32_slabs_in_float64():
+    rng = np.random.default_rng(3)
+    n = soft.EVENT_SLAB + 1000  # two slabs
+    a, b = rng.random((3, n)), rng.random((n, 4))
+    got = soft.event_sum(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), jnp.float64)
+    assert got.dtype == jnp.float64
+    exact = a.astype(np.float32).astype(float) @ b.astype(np.float32).astype(float)
+    assert np.allclose(np.asarray(got), exact, rtol=1e-6)
+    assert np.array_equal(np.asarray(soft.event_sum(jnp.asarray(a), jnp.asarray(b))), np.asarray(jnp.asarray(a) @ jnp.asarray(b)))
+
+
+def test_float32_kde_equals_the_float64_kde_to_float32_precision(events):
+    x, w = events
+    edges = np.linspace(float(np.min(x)), float(np.max(x)), 8)
+    y64, s64 = soft.kde_histogram(jnp.asarray(x), jnp.asarray(w), edges, 0.3, relative=True, method="dense")
+    y32, s32 = soft.kde_histogram(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), edges, 0.3,
+                                  relative=True, method="dense", accumulate=jnp.float64)
+    assert y32.dtype == jnp.float64
+    assert np.allclose(y32, y64, rtol=2e-6) and np.allclose(s32, s64, rtol=2e-6)
+    assert not np.array_equal(np.asarray(y32), np.asarray(y64))  # the float32 path really ran

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zprime_grad.optimise.layout import NOMINAL, PARITY, Layout
-from zprime_grad.soft import kde_histogram
+from zprime_grad.soft import bin_probabilities, event_sum, kde_histogram
 
 Array = jax.Array
 TRACES: collections.Counter = collections.Counter()  # (kernel, chunk length) -> times traced here
@@ -50,41 +50,55 @@ def kernel_inputs(chunk, layout: Layout) -> dict:
     return {"columns": columns, "variations": overlays, "weights": weights}
 
 
-def _soft_channels(columns, theta: Array, slope, layout: Layout) -> Array:
-    params = layout.params(theta)
-    return jnp.stack([ch.soft_weight(columns, params, slope) for ch in layout.channels])  # [C, N]
-
-
-def _kde(x: Array, weights: Array, layout: Layout, bandwidth) -> tuple[Array, Array]:
-    """KDE of one observable column for a stack of weight vectors ``[K, N]`` (the kernel computed once)."""
+def _kde(x: Array, weights: Array, layout: Layout, bandwidth, sumw2_rows: tuple[int, ...] = ()) -> tuple[Array, Array]:
+    """KDE of one observable column for a stack of weight vectors ``[K, N]``: ``(yields [K, B], Σ(w·p)² [R, B])``
+    for the ``R`` rows ``sumw2_rows``. The kernel mass of each event in each bin is computed once (``x``
+    is shared) for all ``K`` weight vectors; the sums over events are accumulated in float64."""
     edges = jnp.asarray(layout.edges)
+    rows = jnp.asarray(sumw2_rows, int)
+    if layout.kde_method == "dense":
+        h = (bandwidth * layout.bin_width).astype(x.dtype)
+        p = bin_probabilities(x, edges.astype(x.dtype), h)
+        w2 = weights[rows] * weights[rows]
+        return event_sum(weights, p, jnp.float64), event_sum(w2, p * p, jnp.float64)
 
     def one(w):
-        return kde_histogram(x, w, edges, bandwidth, relative=True, method=layout.kde_method, window=layout.kde_window)
+        return kde_histogram(x, w, edges, bandwidth, relative=True, method=layout.kde_method, window=layout.kde_window,
+                             accumulate=jnp.float64)
 
-    return jax.vmap(one)(weights)
+    yields, sumw2 = jax.vmap(one)(weights)
+    return yields, sumw2[rows]
 
 
 def histograms(inputs: dict, theta: Array, relax: Relaxation, layout: Layout) -> tuple[Array, Array]:
-    """Pure JAX: ``(train, valid)`` histograms ``[channel, template, bin]`` of one chunk."""
-    cols = inputs["columns"]
-    parity = jnp.asarray(cols[PARITY], float)
+    """Pure JAX: ``(train, valid)`` histograms ``[channel, template, bin]`` of one chunk, float64.
+
+    Per-event arithmetic (soft cuts, kernel, weight products) runs in ``layout.precision``; θ and the
+    relaxation enter it in that precision too, the sums over events are float64."""
+    dtype = jnp.dtype(layout.precision)
+    cols = {k: jnp.asarray(v, dtype) for k, v in inputs["columns"].items()}
+    theta_e = jnp.asarray(theta).astype(dtype)
+    slope, bandwidth = jnp.asarray(relax.slope).astype(dtype), jnp.asarray(relax.bandwidth).astype(dtype)
+    parity = cols[PARITY]
     halves = jnp.stack([2.0 * (1.0 - parity), 2.0 * parity])  # [2, N]: train, valid
     weight_names = (NOMINAL, *layout.weight_variations)
-    w = jnp.stack([jnp.asarray(inputs["weights"][k], float) for k in weight_names])  # [W, N]
+    n_w = len(weight_names)
+    w = jnp.stack([jnp.asarray(inputs["weights"][k], dtype) for k in weight_names])  # [W, N]
     train, valid = [], []
-    soft = _soft_channels(cols, theta, relax.slope, layout)  # [C, N]
+    params = layout.params(theta_e)
+    memo: dict = {}  # cut factors shared by the channels
+    soft = jnp.stack([ch.soft_weight(cols, params, slope, memo) for ch in layout.channels])  # [C, N]
+    varied_memo: dict = {var: {} for var in layout.kinematic_variations}
     for c, channel in enumerate(layout.channels):
-        x = jnp.asarray(cols[channel.observable], float)
+        x = cols[channel.observable]
         stacked = (halves[:, None, :] * w[None, :, :] * soft[c][None, None, :]).reshape(-1, x.shape[0])
-        yields, sumw2 = _kde(x, stacked, layout, relax.bandwidth)  # [2*W, B]
-        yields, sumw2 = yields.reshape(2, len(weight_names), -1), sumw2.reshape(2, len(weight_names), -1)
-        rows = [[yields[h, 0], sumw2[h, 0], *[yields[h, i] for i in range(1, len(weight_names))]] for h in (0, 1)]
+        yields, sumw2 = _kde(x, stacked, layout, bandwidth, sumw2_rows=(0, n_w))  # [2W, B], [2, B]
+        yields = yields.reshape(2, n_w, -1)
+        rows = [[yields[h, 0], sumw2[h], *[yields[h, i] for i in range(1, n_w)]] for h in (0, 1)]
         for var in layout.kinematic_variations:
-            vcols = {**cols, **inputs["variations"][var]}
-            vsoft = channel.soft_weight(vcols, layout.params(theta), relax.slope)
-            vx = jnp.asarray(vcols[channel.observable], float)
-            vy, _ = _kde(vx, halves * (w[0] * vsoft)[None, :], layout, relax.bandwidth)  # [2, B]
+            vcols = {**cols, **{k: jnp.asarray(v, dtype) for k, v in inputs["variations"][var].items()}}
+            vsoft = channel.soft_weight(vcols, params, slope, varied_memo[var])
+            vy, _ = _kde(vcols[channel.observable], halves * (w[0] * vsoft)[None, :], layout, bandwidth)  # [2, B]
             rows[0].append(vy[0])
             rows[1].append(vy[1])
         train.append(jnp.stack(rows[0]))

@@ -77,7 +77,8 @@ def build_layout(config: Config, descriptions: list[dict], specs: dict | None = 
 
         channels = attach(channels, config, specs or {})
     return make_layout(descriptions, channels, observable=opt.observable, bins=opt.bins,
-                       value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window)
+                       value_range=tuple(opt.range), kde_method=opt.kde_method, kde_window=window,
+                       precision=opt.precision)
 
 
 def gradient_mode(requested: str, n_params: int, forward_max: int) -> str:

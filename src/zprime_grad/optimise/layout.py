@@ -41,6 +41,7 @@ class Layout:
     kde_method: str = "dense"
     kde_window: int | None = None  # static window of the "local" KDE (for the widest bandwidth)
     networks: tuple = ()  # learned scores the channels cut on (NetworkSpec); their weights end θ
+    precision: str = "float32"  # the kernel's per-event arithmetic; its sums over events are float64
 
     @property
     def n_cut_params(self) -> int:
@@ -95,7 +96,7 @@ class Layout:
 
 def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *, observable: str | None, bins: int,
                 value_range: tuple[float, float], kde_method: str = "dense",
-                kde_window: int | None = None) -> Layout:
+                kde_window: int | None = None, precision: str = "float32") -> Layout:
     """Derive the layout from the MC chunks' descriptions; inconsistent chunks are a ``UserError``."""
     mc = [d for d in descriptions if not d["is_data"]]
     if not mc:
@@ -139,6 +140,7 @@ def make_layout(descriptions: Sequence[Mapping], channels: Sequence[Channel], *,
         kde_method=kde_method,
         kde_window=kde_window,
         networks=networks,
+        precision=precision,
     )
 
 

@@ -9,6 +9,7 @@ objective; only the summation and the differentiation strategy differ.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Sequence
 
@@ -57,11 +58,14 @@ def value_and_grad(events, theta, relax, kind, structure, options, layout, setti
     return value, grad, objective_value(valid, kind, model, layout, settings)
 
 
-def reference_evaluation(events, theta, relax, objective) -> tuple[float, np.ndarray, float]:
-    """Convenience wrapper taking an `objective.Objective` for the statics."""
+def reference_evaluation(events, theta, relax, objective, precision: str | None = None
+                         ) -> tuple[float, np.ndarray, float]:
+    """Convenience wrapper taking an `objective.Objective` for the statics; ``precision``: the kernel's
+    per-event arithmetic if not the objective layout's (the epoch benchmark's float64 baseline)."""
+    layout = objective.layout if precision is None else dataclasses.replace(objective.layout, precision=precision)
     relax = Relaxation(*(jnp.asarray(v, float) for v in relax))
     value, grad, valid = value_and_grad(events, jnp.asarray(theta, float), relax, objective.kind,
-                                        objective.model.structure, objective.model.options, objective.layout,
+                                        objective.model.structure, objective.model.options, layout,
                                         objective.settings)
     return float(value), np.asarray(grad), float(valid)
 
