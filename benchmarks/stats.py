@@ -38,10 +38,10 @@ import numpy as np
 if "--cores" in sys.argv:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(sys.argv[sys.argv.index("--cores") + 1])])
 
-import zprime_grad.jaxconfig  # noqa: F401,E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
-import jax
-import jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)  # this script is its own process: float64 throughout, as the package's stages
 
 from zprime_grad import soft
 from zprime_grad.stats import Model, safe_sqrt

@@ -9,9 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import jax
 import pytest
 
 from zprime_grad.config import Config, load_config, parse_config
+from zprime_grad.jaxconfig import use_compile_cache
+
+# The package sets no JAX option at import (tests/unit/test_jaxconfig.py): its entry points ask for float64
+# themselves. The tests call the pure functions (soft, stats, ...) directly and check them in float64, so
+# this process asks for it globally; Dask workers started here do not (they run what the backends send
+# them in float64 contexts, and the backend tests compare them bit by bit with this process). The
+# compilation cache is the one `zprime-grad` uses.
+jax.config.update("jax_enable_x64", True)
+use_compile_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -1,8 +1,8 @@
 """zprime_grad: a differentiable Z'->tt analysis that runs where the data is.
 
-Numerical policy: every JAX computation in the package runs in float64 (columns are stored as float32,
-templates, fits and gradients are float64), so that gradients reduced over a cluster agree with the
-single-process gradient to ~1e-9 and the profile fit matches pyhf. ``zprime_grad.jaxconfig`` applies it.
-"""
+Numerical policy: the epoch kernel's per-event arithmetic is float32 (``optimise.precision``); its sums
+over events, the templates, fits and gradients are float64, so the profile fit matches pyhf and reduced
+gradients agree with the single-process one. Importing the package sets no JAX option: the entry points
+ask for float64 per call (``zprime_grad.jaxconfig``)."""
 
 __version__ = "0.1.0"

@@ -19,6 +19,9 @@ lineage (a skim task re-reads its entry range; a loaded chunk re-reads its file)
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from zprime_grad.columns import ColumnChunk
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import call_in_float64, in_float64
 from zprime_grad.skim.store import read_chunk
 
 
@@ -125,14 +129,17 @@ class _Closing:
 
 
 class LocalChunks(_Closing):
-    """Chunks in this process; the same reduction tree as the cluster."""
+    """Chunks in this process; the same reduction tree as the cluster. ``map_reduce`` runs the chunks on
+    ``threads`` threads (default: the cores this process may use; XLA releases the GIL), the first chunk
+    of each length alone so that each kernel is compiled once; the parts are summed in chunk order."""
 
     name = "local"
 
-    def __init__(self, chunks: Sequence[ColumnChunk], fan_in: int = 8):
+    def __init__(self, chunks: Sequence[ColumnChunk], fan_in: int = 8, threads: int | None = None):
         self.all = list(chunks)
         self.chunks = [c for c in self.all if not c.is_data]  # the optimiser's (the Asimov objective)
         self.fan_in = fan_in
+        self.threads = threads or len(os.sched_getaffinity(0))
         self.bytes_received = 0
 
     @classmethod
@@ -150,9 +157,25 @@ class LocalChunks(_Closing):
         """Every chunk's (key, events, process, is data), MC and data: what results made from them depend on."""
         return identities(chunk_description(c) for c in self.all)
 
+    @in_float64
     def map_reduce(self, func: Callable, **kwargs) -> dict:
-        return tree_sum([func(c, **kwargs) for c in self.chunks], self.fan_in)
+        parts: list = [None] * len(self.chunks)
+        lengths: dict = {}
+        for i, chunk in enumerate(self.chunks):  # one chunk per length first: compiles each kernel once
+            if lengths.setdefault(len(chunk.weights["nominal"]), i) == i:
+                parts[i] = func(chunk, **kwargs)
+        rest = [i for i, part in enumerate(parts) if part is None]
+        if self.threads > 1 and len(rest) > 1:
+            with ThreadPoolExecutor(self.threads) as pool:
+                done = pool.map(lambda i: call_in_float64(func, self.chunks[i], **kwargs), rest)
+                for i, part in zip(rest, done):
+                    parts[i] = part
+        else:
+            for i in rest:
+                parts[i] = func(self.chunks[i], **kwargs)
+        return tree_sum(parts, self.fan_in)
 
+    @in_float64
     def reduce(self, per_chunk: Callable[[ColumnChunk], dict]) -> dict:
         return add_outputs(*(per_chunk(c) for c in self.all))
 
@@ -168,11 +191,13 @@ def _span_sum(parts: list, fan_in: int) -> dict:
     return sum_parts(parts[0]) if len(parts) == 1 else tree_sum(parts, fan_in)
 
 
+@in_float64
 def map_span(func: Callable, kwargs: dict, fan_in: int, *chunks) -> dict:
     """Runs on a worker holding every chunk of a span: ``func`` on each, summed by the span's tree."""
     return _span_sum([func(c, **kwargs) for c in chunks], fan_in)
 
 
+@in_float64
 def map_chunks(func: Callable, kwargs: dict, *chunks) -> list[dict]:
     """Runs on a worker: ``func`` on the chunks of a span that this worker holds (in order), unsummed."""
     return [func(c, **kwargs) for c in chunks]
@@ -287,7 +312,7 @@ class DaskChunks(_Closing):
 
     def reduce(self, per_chunk: Callable[[ColumnChunk], dict]) -> dict:
         client = self.client
-        parts = client.map(per_chunk, self.all, pure=False, retries=self.retries)
+        parts = client.map(partial(call_in_float64, per_chunk), self.all, pure=False, retries=self.retries)
         return client.submit(add_outputs, *parts, pure=False, retries=self.retries).result()
 
     def close(self) -> None:

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from zprime_grad import terminal
 
     try:
-        with terminal.session(args.verbosity), _ctrl_c():
+        with terminal.session(args.verbosity), _ctrl_c(), _jax_settings():
             return int(args.func(args) or 0)
     except Exception as err:
         if not _actionable(err):
@@ -142,6 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             # line's process only: a caller of main([...]) keeps its Ctrl-C)
         print(f"zprime-grad {args.command}: interrupted; completed outputs are kept", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _jax_settings():
+    """A command is our own process: float64 throughout and the persistent compilation cache (for it and
+    the local workers it starts); see `zprime_grad.jaxconfig`."""
+    from zprime_grad.jaxconfig import float64, use_compile_cache
+
+    use_compile_cache()
+    with float64():
+        yield
 
 
 @contextmanager

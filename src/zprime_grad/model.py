@@ -10,8 +10,6 @@ histograms through it.
 
 from __future__ import annotations
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import numpy as np
 

@@ -31,13 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.stats.infer import safe_sqrt
 
 NOMINAL, SUMW2 = "nominal", "sumw2"
@@ -211,6 +210,7 @@ def pyhf_modifier(row: Modifier) -> dict:
     return {"name": row.name, "type": row.pyhf, "data": data}
 
 
+@in_float64
 def pyhf_spec(shape: ModelShape, settings: ModelSettings, H: np.ndarray) -> dict:
     """A complete pyhf workspace for histograms ``H`` (observations: the μ = 1 Asimov yields)."""
     check_processes(shape.processes, settings)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -21,7 +21,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-import zprime_grad.jaxconfig  # noqa: F401
 import jax.numpy as jnp
 
 from zprime_grad.soft import sigmoid_cut

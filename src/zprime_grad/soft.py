@@ -34,8 +34,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zprime_grad.jaxconfig  # noqa: F401
 import jax
 import jax.numpy as jnp
 import numpy as np

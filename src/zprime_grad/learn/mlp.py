@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +34,7 @@ import optax
 
 from zprime_grad import atomic
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.learn import io
 from zprime_grad.learn.mlp import NetworkSpec, check_features, init_params, ravel
 
@@ -140,6 +139,7 @@ def classes_for(model, signal: str, processes) -> tuple[tuple[str, ...], str, tu
     return classes, score, class_of
 
 
+@in_float64
 def pretrain(backend, name: str, model, *, signal: str, progress: bool | None = None):
     """Train ``models.<name>`` on the backend's chunks: ``(spec, params, history)``."""
     from tqdm.auto import tqdm
@@ -213,6 +213,7 @@ def train_key(config, name: str, descriptions) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@in_float64
 def train_models(config, chunks, out, *, names=None, progress: bool | None = None,
                  reuse: bool = True) -> dict[str, Path]:
     """Pre-train every model of the config (or ``names``) on ``chunks`` (`zprime_grad.chunks`):

@@ -9,7 +9,7 @@ annealing schedule never recompiles; the `Layout` is static. One compilation per
 and kernel (``TRACES`` counts them, per process).
 
 Worker entry points (they return small numpy arrays shaped by the layout, never event arrays):
-* `forward_part` — ``{"train": H, "jac": ∂H/∂θ, "valid": H}`` in one pass (``jax.jacfwd``);
+* `forward_part` — ``{"train": H, "jac": ∂H/∂θ, "valid": H}`` in one pass (`forward.templates_and_jacobian`);
 * `primal_part` — ``{"train": H, "valid": H}``;
 * `vjp_part` — ``{"grad": (∂H_train/∂θ)ᵀ · cotangent}`` (reverse mode, second round).
 """
@@ -20,12 +20,11 @@ import collections
 from functools import partial
 from typing import NamedTuple
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zprime_grad.optimise.forward import templates_and_jacobian
 from zprime_grad.optimise.layout import NOMINAL, PARITY, Layout
 from zprime_grad.soft import bin_probabilities, event_sum, kde_histogram
 
@@ -120,6 +119,13 @@ def _primal(inputs, theta, relax, layout):
 @partial(jax.jit, static_argnames=("layout",))
 def _forward(inputs, theta, relax, layout):
     _count("forward", inputs)
+    if layout.kde_method == "dense":
+        return templates_and_jacobian(inputs, theta, relax, layout)
+    return _jacfwd(inputs, theta, relax, layout)
+
+
+def _jacfwd(inputs, theta, relax, layout):
+    """The forward kernel by ``jax.jacfwd`` of `histograms` (the local KDE; and what tests compare with)."""
     def train_with_valid(t):
         train, valid = histograms(inputs, t, relax, layout)
         return train, (train, valid)

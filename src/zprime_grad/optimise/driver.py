@@ -28,6 +28,7 @@ import numpy as np
 from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.optimise import checkpoint
 from zprime_grad.optimise.contribution import Relaxation, forward_part, primal_part, vjp_part
 from zprime_grad.optimise.layout import Layout, make_layout, parameter_table, parameter_units
@@ -102,6 +103,7 @@ def run_hash(config: Config, descriptions: list[dict], networks: str | None = No
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@in_float64
 def build_problem(config: Config, backend, gradient: str | None = None, networks=None,
                   start_values: dict[str, float] | None = None) -> Problem:
     """``networks``: ``{name: file or (spec, params)}`` for ``optimise.networks`` (default: ``init_from``);
@@ -179,6 +181,7 @@ class Evaluator:
         check_reduced(result, self.problem.layout)
         return result
 
+    @in_float64
     def __call__(self, theta: np.ndarray, relax: Relaxation) -> Evaluation:
         objective, relax = self.problem.objective, tuple(float(v) for v in relax)
         if self.problem.mode == "forward":
@@ -191,6 +194,7 @@ class Evaluator:
             grad = self.reduce(vjp_part, theta=theta, relax=relax, cotangent=dfdH)["grad"]
         return Evaluation(value, grad, objective.value(r["valid"]))
 
+    @in_float64
     def histograms(self, theta: np.ndarray, relax: Relaxation) -> dict:
         """Reduced histograms (train, valid) at θ, with the first-round kernel of the mode."""
         return self.reduce(first_round(self.problem.mode), theta=theta, relax=tuple(float(v) for v in relax))
@@ -273,6 +277,7 @@ class Start:
     label: str = ""  # names the run on its progress bar (``zprime-grad run`` has several)
 
 
+@in_float64
 def optimise(config: Config, chunks, out, *, start: Start | None = None, resume: bool | str = False,
              progress: bool | None = None, on_epoch: Callable[[LoopState], None] | None = None) -> dict:
     """Run (or resume) the optimisation on ``chunks`` (`zprime_grad.chunks`); returns the ``params.json``

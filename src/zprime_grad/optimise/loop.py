@@ -22,8 +22,6 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, NamedTuple, Sequence
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import numpy as np
 import optax

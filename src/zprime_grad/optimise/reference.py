@@ -13,12 +13,11 @@ import dataclasses
 from functools import partial
 from typing import Sequence
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.optimise.contribution import Relaxation, histograms, kernel_inputs
 from zprime_grad.optimise.layout import Layout
 from zprime_grad.model import histograms_to_templates
@@ -58,6 +57,7 @@ def value_and_grad(events, theta, relax, kind, structure, options, layout, setti
     return value, grad, objective_value(valid, kind, model, layout, settings)
 
 
+@in_float64
 def reference_evaluation(events, theta, relax, objective, precision: str | None = None
                          ) -> tuple[float, np.ndarray, float]:
     """Convenience wrapper taking an `objective.Objective` for the statics; ``precision``: the kernel's

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.scan.objective import HardObjective
 from zprime_grad.scan.search import SEARCHES, Dimension
 
@@ -33,6 +34,7 @@ def gradient_budget(params) -> int:
     return max(1, epochs * (1 + n))
 
 
+@in_float64
 def scan(config: Config, chunks, out, *, budget: int, methods: Sequence[str] | None = None,
          progress: bool | None = None, reuse_for=None) -> dict:
     """Run each of ``methods`` (default ``scan.methods``) with ``budget`` evaluations on ``chunks``.

@@ -19,6 +19,8 @@ import json
 import logging
 from pathlib import Path
 
+from zprime_grad.jaxconfig import in_float64
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+@in_float64
 def run_chain(config, out: Path, *, events=None, fileset=None, backend=None, workers=None, scheduler=None,
               epochs=None, progress: bool | None = False) -> dict:
     """Run every available stage; returns ``{stage: output path}``. ``progress``: a bar per stage (None:

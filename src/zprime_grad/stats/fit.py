@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

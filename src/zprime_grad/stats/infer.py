@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

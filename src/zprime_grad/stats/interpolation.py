@@ -10,8 +10,6 @@ inside, linear outside). Both are traced in their templates, so gradients reach 
 
 from __future__ import annotations
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -34,8 +34,6 @@ import functools
 import math
 from typing import NamedTuple
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

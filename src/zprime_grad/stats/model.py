@@ -16,8 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -39,13 +39,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
-import zprime_grad.jaxconfig  # noqa: F401
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.stats import beta, norm
 
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.stats import infer
 from zprime_grad.stats import likelihood as lh
 from zprime_grad.stats.fit import FitOptions
@@ -241,6 +240,7 @@ class DiscoveryToys:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@in_float64
 def discovery_toys(model, n: int, *, seed: int = 0, templates=None, data=None, batch_size: int = 1000,
                    options: FitOptions | None = None) -> DiscoveryToys:
     """Expected discovery Z0 of a ``stats.Model`` from ``n`` b-only and ``n`` s+b toys (module docstring).

@@ -27,6 +27,7 @@ from typing import Mapping
 from zprime_grad import atomic, terminal
 from zprime_grad.config import Config
 from zprime_grad.errors import UserError
+from zprime_grad.jaxconfig import in_float64
 from zprime_grad.model_table import ModelSettings
 from zprime_grad.validate import fill as filling
 from zprime_grad.validate.compare import optimiser_model_spec
@@ -142,6 +143,7 @@ def fill_histograms(config: Config, analysis, binning: Binning, thetas, source) 
     return hists, checked, f"{source.mode}:{source.executor}"
 
 
+@in_float64
 def validate(config: Config, chunks, params, out, *, plots: bool | None = None, progress: bool | None = None,
              compare: Mapping[str, object] | None = None, reuse: bool = False) -> dict:
     """Validate θ* (``params``: a ``params.json`` path or payload) against θ₀ with hard cuts on the
