@@ -160,6 +160,32 @@ def test_float32_kernel_gives_the_float64_reference_within_its_precision(local, 
     assert ev.value != value  # the float32 kernel really ran
 
 
+def test_the_written_out_forward_kernel_is_jacfwd_of_the_templates(local, precision="float64", rtol=1e-12):
+    """`forward.templates_and_jacobian` (linearity in the soft weight, per-cut derivatives) gives the
+    numbers of ``jax.jacfwd`` of `contribution.histograms`, chunk by chunk."""
+    import dataclasses
+
+    import jax
+
+    from zprime_grad.optimise.forward import templates_and_jacobian
+
+    backend, problem = local
+    layout = dataclasses.replace(problem.layout, precision=precision)
+    theta, relax = contribution._args(problem.theta0 + THETA_OFF, (12.0, 0.25))
+    largest = np.zeros(3)
+    with jax.enable_x64(True):
+        for chunk in backend.chunks[:3]:
+            inputs = contribution.kernel_inputs(chunk, layout)
+            want = contribution._jacfwd(inputs, theta, relax, layout)
+            got = templates_and_jacobian(inputs, theta, relax, layout)
+            for k, (g, w) in enumerate(zip(got, want)):
+                g, w = np.asarray(g), np.asarray(w)
+                assert g.shape == w.shape
+                largest[k] = max(largest[k], np.abs(w).max())
+                assert np.allclose(g, w, rtol=0, atol=rtol * np.abs(w).max())
+    assert np.all(largest > 0)  # train, Jacobian and validation templates were compared on real yields
+
+
 def test_gradient_matches_finite_differences(local64):
     backend, problem = local64
     evaluate = Evaluator(backend, problem)
