@@ -147,9 +147,19 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _jax_settings():
     """A command is our own process: float64 throughout and the persistent compilation cache (for it and
-    the local workers it starts); see `zprime_grad.jaxconfig`."""
-    from zprime_grad.jaxconfig import float64, use_compile_cache
+    the local workers it starts); see `zprime_grad.jaxconfig`. Before jax is imported they are set
+    through the environment jax reads at import, so a command that fails on its input never pays for
+    importing jax; a caller of ``main([...])`` that has imported jax gets them for the call."""
+    from zprime_grad.jaxconfig import compile_cache_dir, float64, use_compile_cache
 
+    if "jax" not in sys.modules:
+        os.environ["JAX_ENABLE_X64"] = "1"
+        cache = compile_cache_dir()
+        if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+            os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
+        yield
+        return
     use_compile_cache()
     with float64():
         yield

@@ -46,20 +46,28 @@ def call_in_float64(func, *args, **kwargs):
         return func(*args, **kwargs)
 
 
-def use_compile_cache() -> str | None:
-    """Turn on jax's persistent compilation cache for this process and its children; returns the
-    directory (None: switched off, or not writable)."""
+def compile_cache_dir() -> str | None:
+    """The persistent cache's directory (created), or None: switched off or not writable."""
     if os.environ.get("ZPRIME_GRAD_JAX_CACHE", "1") == "0":
         return None
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return jax.config.jax_compilation_cache_dir
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "zprime_grad" / "jax")
     try:
         Path(cache).mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: run without the cache
         return None
+    return cache
+
+
+def use_compile_cache() -> str | None:
+    """Turn on jax's persistent compilation cache for this process and its children; returns the
+    directory (None: switched off, or not writable)."""
+    cache = compile_cache_dir()
+    if cache is None:
+        return None
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = cache  # local Dask workers started from here read it
