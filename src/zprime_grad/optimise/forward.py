@@ -43,8 +43,8 @@ def _soft_with_tangents(columns: dict, theta: Array, slope, layout: Layout) -> A
             names = sorted({c.param for c in getattr(cut, "cuts", (cut,))})
 
             def value(sub):
-                params = dict(zip(names, sub))
-                return cut.soft(columns, params, slope), cut.soft(columns, params, slope)
+                v = cut.soft(columns, dict(zip(names, sub)), slope)
+                return v, v
 
             jac, val = jax.jacfwd(value, has_aux=True)(jnp.stack([theta[index[n]] for n in names]))
             factors[cut] = (val, {index[n]: jac[..., k] for k, n in enumerate(names)})
